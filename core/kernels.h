@@ -1,0 +1,19 @@
+/* kernels.h: the reference C kernels: the ref backend's members and the small
+ * element-wise steps every model graph uses. Pure functions on caller memory:
+ * thread-safe. Accuracy: within 1e-6 relative of PyTorch's fp32 kernels. */
+#ifndef TP_CORE_KERNELS_H
+#define TP_CORE_KERNELS_H
+
+#include <stddef.h>
+#include "../sdk/tpipe_backend.h"
+
+void tp__ref_matmul(const tp_matmul_args *a);
+void tp__ref_layer_norm(float *x, int rows, int cols, const float *gamma, const float *beta,
+                        float eps);
+void tp__activate(float *x, size_t n, tp_activation act);
+/* In-place softmax over each row of x[rows×cols]. */
+void tp__softmax_rows(float *x, int rows, int cols);
+/* y += x, n elements. */
+void tp__add(float *y, const float *x, size_t n);
+
+#endif

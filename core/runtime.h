@@ -1,0 +1,25 @@
+/* runtime.h: what the rest of the core needs from the runtime: the current backend
+ * (pinned per request) and the running-request context plugins see. The runtime's
+ * own layout lives in runtime.c. Thread-safe as stated per function. */
+#ifndef TP_CORE_RUNTIME_H
+#define TP_CORE_RUNTIME_H
+
+#include "backend.h"
+#include "../sdk/tpipe_plugin.h"
+
+/* Takes a reference on the runtime's current backend; any thread. Never NULL: the
+ * built-in ref backend is always there. */
+tp__backend *tp__runtime_acquire_backend(tp_runtime *rt);
+/* Drops a reference taken by tp__runtime_acquire_backend; any thread. */
+void tp__backend_release(tp__backend *be);
+
+/* One running request, as plugins see it (tp_task_context in the SDK). */
+struct tp_task_context {
+    tp__backend *backend;    /* pinned at start, released at completion */
+    tp_pipeline *pipeline;
+};
+
+/* The table handed to every plugin's init(); static, thread-safe. */
+const tp_core_api *tp__core_api(void);
+
+#endif

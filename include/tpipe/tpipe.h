@@ -1,0 +1,317 @@
+/*
+ * tpipe.h: the public host API of libtpipe.
+ *
+ * Hugging Face pipeline() tasks in C: a runtime loads compute backends and task
+ * plugins, a pipeline binds a task to a model directory in the Hub layout, and a
+ * request (the Inference API body {"inputs": ..., "parameters": {...}}) comes back as
+ * the JSON transformers' pipeline would return. The building blocks under the
+ * pipelines (tokenizer, model forward, config values) are public too.
+ *
+ * Conventions
+ *  - Every fallible function returns a tp_status and, when `err` is not NULL, fills
+ *    it with the same status and a one-line message naming the file, key, position
+ *    or parameter at fault. A synchronous failure never also calls a callback.
+ *  - Handles are opaque; every _new has a _free, and _free accepts NULL.
+ *  - Strings returned through `char **` are malloc'd: release them with tp_free().
+ *  - The library never prints and never exits.
+ *
+ * Threading
+ *  - tp_runtime: create and free on one thread. tp_runtime_set_backend() and the
+ *    query functions may be called from any thread at any time; a request already
+ *    running finishes on the backend it started on.
+ *  - tp_pipeline: tp_pipeline_run() and tp_submit() may be called from any thread
+ *    concurrently; tp_pipeline_free() only once no request on it is pending.
+ *  - tp_tokenizer, tp_model: read-only after creation; encode, decode and forward may
+ *    run concurrently on one handle from several threads.
+ *  - tp_encoding, tp_tensor: plain values; one thread at a time.
+ */
+#ifndef TPIPE_H
+#define TPIPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TP_API __attribute__((visibility("default")))
+#else
+#define TP_API
+#endif
+
+#define TPIPE_VERSION_MAJOR 0
+#define TPIPE_VERSION_MINOR 1
+#define TPIPE_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum tp_status {
+    TP_OK = 0,
+    TP_ERR_INVALID_ARGUMENT, /* a parameter, input or option is wrong */
+    TP_ERR_NOT_FOUND,        /* a file, task, backend, plugin, key or token is absent */
+    TP_ERR_IO,               /* reading or mapping a file failed */
+    TP_ERR_FORMAT,           /* a file or document is malformed */
+    TP_ERR_UNSUPPORTED,      /* well-formed, but not something tpipe implements */
+    TP_ERR_NOMEM,            /* an allocation failed */
+    TP_ERR_ABI,              /* a plugin or backend was refused by the loader */
+    TP_ERR_BACKEND,          /* a compute backend failed */
+    TP_ERR_BUSY,             /* a queue is full, or something still in use */
+    TP_ERR_CANCELLED,        /* the request was cancelled */
+    TP_ERR_TIMEOUT,          /* the request passed its deadline */
+    TP_ERR_INTERNAL          /* a bug in tpipe: please report it */
+} tp_status;
+
+#define TP_ERROR_MESSAGE_MAX 512
+
+/* Filled by a failing call. Stack-allocate one per call site; no cleanup needed. */
+typedef struct tp_error {
+    tp_status status;
+    char message[TP_ERROR_MESSAGE_MAX];
+} tp_error;
+
+/* A short, static description of a status ("invalid argument"). Thread-safe. */
+TP_API const char *tp_strerror(tp_status status);
+
+/* "0.1.0". Thread-safe. */
+TP_API const char *tp_version(void);
+
+/* Releases a string or buffer the library returned through a `char **`. */
+TP_API void tp_free(void *ptr);
+
+/* ---------------------------------------------------------------- runtime */
+
+typedef struct tp_runtime tp_runtime;
+typedef struct tp_pipeline tp_pipeline;
+typedef struct tp_tokenizer tp_tokenizer;
+typedef struct tp_encoding tp_encoding;
+typedef struct tp_model tp_model;
+typedef struct tp_tensor tp_tensor;
+typedef struct tp_request tp_request;
+
+typedef struct tp_runtime_options {
+    size_t struct_size;       /* sizeof(tp_runtime_options) */
+    const char *backend;      /* initial backend; NULL: the fastest that loaded */
+    const char *backend_path; /* ':'-separated dirs searched before TPIPE_BACKEND_PATH */
+    const char *plugin_path;  /* ':'-separated dirs searched before TPIPE_PLUGIN_PATH */
+    int num_threads;          /* compute threads of a backend; 0: all cores */
+    int num_workers;          /* scheduler worker threads; 0: 1 */
+    int ignore_environment;   /* 1: do not read TPIPE_BACKEND_PATH / TPIPE_PLUGIN_PATH */
+    int no_default_dirs;      /* 1: search only the paths given here and in the env */
+} tp_runtime_options;
+
+/* Sets every field to its default, struct_size included. */
+TP_API void tp_runtime_options_init(tp_runtime_options *opts);
+
+/* Loads every backend and plugin it finds. A module that is refused (wrong ABI,
+ * duplicate name, missing symbol...) does not fail the runtime: it is listed with
+ * the reason by tp_runtime_module_info(). Fails only if `opts->backend` names a
+ * backend that did not load, or the scheduler cannot start. */
+TP_API tp_status tp_runtime_new(const tp_runtime_options *opts, tp_runtime **out, tp_error *err);
+/* Drains pending requests, then frees. NULL is fine. */
+TP_API void tp_runtime_free(tp_runtime *rt);
+
+/* Switches the backend used by requests started from now on. */
+TP_API tp_status tp_runtime_set_backend(tp_runtime *rt, const char *name, tp_error *err);
+/* The current backend's name; valid until the runtime is freed. */
+TP_API const char *tp_runtime_backend(tp_runtime *rt);
+
+typedef enum tp_module_kind { TP_MODULE_TASK = 1, TP_MODULE_BACKEND = 2 } tp_module_kind;
+
+typedef struct tp_module_info {
+    tp_module_kind kind;
+    const char *name;        /* "openblas", "text-classification"; the file name if refused */
+    const char *version;     /* the module's own version */
+    const char *license;
+    const char *path;        /* the .so, or "(built in)" */
+    const char *detail;      /* backend: library version and ISA; task: tasks and aliases */
+    int loaded;              /* 1: usable; 0: refused, see `reason` */
+    const char *reason;      /* one line, when refused */
+} tp_module_info;
+
+/* Modules found when the runtime was created, loaded or refused, in load order.
+ * Strings stay valid until the runtime is freed. Returns TP_ERR_NOT_FOUND past the end. */
+TP_API size_t tp_runtime_module_count(tp_runtime *rt);
+TP_API tp_status tp_runtime_module_info(tp_runtime *rt, size_t index, tp_module_info *out);
+
+/* ---------------------------------------------------------------- pipelines */
+
+/* Binds `task` (a task name or alias such as "sentiment-analysis") to the model in
+ * `model_dir` (config.json, model.safetensors, tokenizer files). Checks that the
+ * model's head fits the task. */
+TP_API tp_status tp_pipeline_new(tp_runtime *rt, const char *task, const char *model_dir,
+                                 tp_pipeline **out, tp_error *err);
+TP_API void tp_pipeline_free(tp_pipeline *p);
+/* The canonical task name ("text-classification" for "sentiment-analysis"). */
+TP_API const char *tp_pipeline_task(const tp_pipeline *p);
+TP_API tp_model *tp_pipeline_model(tp_pipeline *p);
+TP_API tp_tokenizer *tp_pipeline_tokenizer(tp_pipeline *p);
+
+/* Runs one request through the scheduler and waits for it. `request_json` is
+ * {"inputs": ..., "parameters": {...}}; `*response_json` is what transformers'
+ * pipeline returns for it, as JSON (free with tp_free). */
+TP_API tp_status tp_pipeline_run(tp_pipeline *p, const char *request_json, char **response_json,
+                                 tp_error *err);
+
+/* Called exactly once per submitted request, on the scheduler's loop thread.
+ * `response_json` is NULL unless status is TP_OK; `err` is NULL when status is TP_OK.
+ * Both are valid only during the call. */
+typedef void (*tp_completion_fn)(void *user_data, tp_status status, const char *response_json,
+                                 const tp_error *err);
+
+/* Queues a request; returns at once. On TP_OK the callback will be called exactly
+ * once; on failure it is never called. */
+TP_API tp_status tp_submit(tp_pipeline *p, const char *request_json, tp_completion_fn callback,
+                           void *user_data, tp_error *err);
+
+/* ---------------------------------------------------------------- tokenizer */
+
+typedef enum tp_tokenizer_source {
+    TP_TOKENIZER_AUTO = 0,   /* tokenizer.json when present, else the legacy files */
+    TP_TOKENIZER_JSON = 1,   /* tokenizer.json only */
+    TP_TOKENIZER_LEGACY = 2  /* vocab.txt / vocab.json+merges.txt / SentencePiece only */
+} tp_tokenizer_source;
+
+/* Loads the tokenizer of a model directory, with tokenizer_config.json and
+ * special_tokens_map.json when present. */
+TP_API tp_status tp_tokenizer_new(const char *model_dir, tp_tokenizer_source source,
+                                  tp_tokenizer **out, tp_error *err);
+TP_API void tp_tokenizer_free(tp_tokenizer *tok);
+
+typedef enum tp_truncation {
+    TP_TRUNCATE_NONE = 0,
+    TP_TRUNCATE_LONGEST_FIRST,
+    TP_TRUNCATE_ONLY_FIRST,
+    TP_TRUNCATE_ONLY_SECOND
+} tp_truncation;
+
+typedef enum tp_padding {
+    TP_PAD_NONE = 0,     /* rows keep their own lengths */
+    TP_PAD_LONGEST,      /* pad to the longest row of the batch */
+    TP_PAD_MAX_LENGTH    /* pad to max_length */
+} tp_padding;
+
+typedef struct tp_encode_options {
+    size_t struct_size;
+    int add_special_tokens;    /* default 1 */
+    tp_truncation truncation;  /* default NONE */
+    int max_length;            /* 0: the tokenizer's model_max_length */
+    int stride;                /* overlap of overflowing windows */
+    int return_overflowing;    /* 1: keep the windows past max_length as extra rows */
+    tp_padding padding;        /* default NONE */
+    int pad_left;              /* -1: the tokenizer's padding_side; 0 right; 1 left */
+    int pad_to_multiple_of;    /* 0: off */
+} tp_encode_options;
+
+TP_API void tp_encode_options_init(tp_encode_options *opts);
+
+/* Encodes `n` texts (and, when `pairs` is not NULL, their pairs; a NULL entry in
+ * `pairs` means no pair for that text). `opts` NULL means defaults. */
+TP_API tp_status tp_tokenizer_encode(tp_tokenizer *tok, const char *const *texts,
+                                     const char *const *pairs, size_t n,
+                                     const tp_encode_options *opts, tp_encoding **out,
+                                     tp_error *err);
+
+/* Decodes ids to text. clean_up: -1 the tokenizer's clean_up_tokenization_spaces,
+ * 0 off, 1 on. */
+TP_API tp_status tp_tokenizer_decode(tp_tokenizer *tok, const int32_t *ids, size_t n,
+                                     int skip_special_tokens, int clean_up, char **out,
+                                     tp_error *err);
+
+/* -1 when the token is not in the vocabulary. */
+TP_API int32_t tp_tokenizer_token_to_id(tp_tokenizer *tok, const char *token);
+/* NULL when out of range. Valid while the tokenizer lives. */
+TP_API const char *tp_tokenizer_id_to_token(tp_tokenizer *tok, int32_t id);
+TP_API size_t tp_tokenizer_vocab_size(tp_tokenizer *tok);
+/* model_max_length from tokenizer_config.json; 0 when unbounded. */
+TP_API int tp_tokenizer_model_max_length(tp_tokenizer *tok);
+/* A special token by role: "pad", "unk", "cls", "sep", "mask", "bos", "eos".
+ * -1 when the tokenizer has none. */
+TP_API int32_t tp_tokenizer_special_id(tp_tokenizer *tok, const char *role);
+
+/* An encoding is a batch of rows. With overflow, one text may give several rows
+ * (tp_encoding_sample says which input each row came from). With padding, every row
+ * has the same length and the arrays of consecutive rows are contiguous. */
+TP_API size_t tp_encoding_rows(const tp_encoding *enc);
+TP_API size_t tp_encoding_length(const tp_encoding *enc, size_t row);
+TP_API const int32_t *tp_encoding_ids(const tp_encoding *enc, size_t row);
+TP_API const int32_t *tp_encoding_attention_mask(const tp_encoding *enc, size_t row);
+TP_API const int32_t *tp_encoding_type_ids(const tp_encoding *enc, size_t row);
+TP_API const int32_t *tp_encoding_special_mask(const tp_encoding *enc, size_t row);
+/* Pairs (start, end) in Unicode code points of the text (or pair) the token came
+ * from; (0, 0) for special and padding tokens. 2 * length entries. */
+TP_API const int32_t *tp_encoding_offsets(const tp_encoding *enc, size_t row);
+/* Word index of each token in its sequence; -1 for special and padding tokens. */
+TP_API const int32_t *tp_encoding_word_ids(const tp_encoding *enc, size_t row);
+/* 0 first sequence, 1 pair, -1 special or padding. */
+TP_API const int32_t *tp_encoding_sequence_ids(const tp_encoding *enc, size_t row);
+TP_API size_t tp_encoding_sample(const tp_encoding *enc, size_t row);
+TP_API void tp_encoding_free(tp_encoding *enc);
+
+/* ---------------------------------------------------------------- models */
+
+/* Maps config.json and model.safetensors (weights used in place) and checks every
+ * tensor the architecture needs. The model computes on `rt`'s current backend. */
+TP_API tp_status tp_model_new(tp_runtime *rt, const char *model_dir, tp_model **out,
+                              tp_error *err);
+TP_API void tp_model_free(tp_model *m);
+
+/* config.json's model_type ("distilbert") and architectures[0]. */
+TP_API const char *tp_model_type(const tp_model *m);
+TP_API const char *tp_model_architecture(const tp_model *m);
+
+typedef enum tp_head {
+    TP_HEAD_NONE = 0,                 /* base model: last hidden state */
+    TP_HEAD_SEQUENCE_CLASSIFICATION,  /* logits [batch, num_labels] */
+    TP_HEAD_TOKEN_CLASSIFICATION,     /* logits [batch, seq, num_labels] */
+    TP_HEAD_QUESTION_ANSWERING,       /* logits [batch, seq, 2]: start, end */
+    TP_HEAD_MASKED_LM,                /* logits [batch, seq, vocab] */
+    TP_HEAD_CAUSAL_LM,
+    TP_HEAD_SEQ2SEQ_LM
+} tp_head;
+
+TP_API tp_head tp_model_head(const tp_model *m);
+/* Labels from config.json id2label; NULL past num_labels. */
+TP_API int tp_model_num_labels(const tp_model *m);
+TP_API const char *tp_model_label(const tp_model *m, int id);
+/* config.json problem_type, NULL when absent. */
+TP_API const char *tp_model_problem_type(const tp_model *m);
+/* Any config.json value, by a dotted key path ("task_specific_params.summarization"),
+ * as JSON text (free with tp_free). TP_ERR_NOT_FOUND when absent. */
+TP_API tp_status tp_model_config_value(const tp_model *m, const char *key, char **json,
+                                       tp_error *err);
+
+typedef struct tp_model_input {
+    size_t struct_size;
+    int batch;                      /* rows */
+    int seq_len;                    /* tokens per row (padded) */
+    const int32_t *input_ids;       /* [batch * seq_len] */
+    const int32_t *attention_mask;  /* [batch * seq_len]; NULL: all ones */
+    const int32_t *token_type_ids;  /* [batch * seq_len]; NULL: all zeros */
+} tp_model_input;
+
+/* Runs the encoder and the model's head; `*out` has the shape tp_head documents
+ * (the last hidden state [batch, seq, hidden] for TP_HEAD_NONE). */
+TP_API tp_status tp_model_forward(tp_model *m, const tp_model_input *in, tp_tensor **out,
+                                  tp_error *err);
+/* The same on a padded encoding (every row the same length). */
+TP_API tp_status tp_model_forward_encoding(tp_model *m, const tp_encoding *enc, tp_tensor **out,
+                                           tp_error *err);
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef enum tp_dtype { TP_F32 = 0, TP_F16, TP_BF16, TP_I8, TP_I32, TP_I64 } tp_dtype;
+
+TP_API tp_dtype tp_tensor_dtype(const tp_tensor *t);
+TP_API int tp_tensor_ndim(const tp_tensor *t);
+TP_API int64_t tp_tensor_dim(const tp_tensor *t, int axis);
+TP_API int64_t tp_tensor_numel(const tp_tensor *t);
+/* Row-major fp32 data; NULL when the dtype is not TP_F32. */
+TP_API const float *tp_tensor_f32(const tp_tensor *t);
+TP_API void tp_tensor_free(tp_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TPIPE_H */
