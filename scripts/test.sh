@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the whole test suite twice: a normal optimized build, then a build with
+# AddressSanitizer + UndefinedBehaviorSanitizer. Prints ctest's summary of each and
+# exits non-zero if either has a failure. Usage: scripts/test.sh [ctest args...]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+status=0
+
+run_suite() {  # name build_dir cmake_args...
+  local name=$1 dir=$2
+  shift 2
+  echo "== $name: configure and build ($dir)"
+  if ! cmake -S . -B "$dir" -G Ninja -DTPIPE_WERROR=ON "$@" >"$dir.configure.log" 2>&1; then
+    cat "$dir.configure.log"; echo "== $name: configure FAILED"; return 1
+  fi
+  if ! cmake --build "$dir" -j "$jobs" >"$dir.build.log" 2>&1; then
+    tail -n 60 "$dir.build.log"; echo "== $name: build FAILED"; return 1
+  fi
+  echo "== $name: test"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" "${CTEST_ARGS[@]}")
+}
+
+CTEST_ARGS=("$@")
+mkdir -p build build-sanitize
+run_suite "release" build -DCMAKE_BUILD_TYPE=RelWithDebInfo || status=1
+# Leak checks stay on; the suppressions cover one-time allocations inside OpenBLAS /
+# oneDNN / libgomp thread pools that live until process exit.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+run_suite "sanitize (address,undefined)" build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DTPIPE_SANITIZE=address,undefined || status=1
+exit $status
