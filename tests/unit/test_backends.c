@@ -1,0 +1,277 @@
+/* test_backends.c: the openblas and onednn backend modules, loaded with dlopen as
+ * the runtime loads them, checked against a naive double-precision matmul: shapes
+ * from a single row to BERT-base sized, both layouts of B, strided batches, bias,
+ * every activation and alpha; then two threads sharing one context. A backend that
+ * was not built fails the test. */
+#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "tpipe_backend.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static float frand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static double act_ref(double x, tp_activation act) {
+    switch (act) {
+    case TP_ACT_NONE: return x;
+    case TP_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case TP_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case TP_ACT_RELU: return x > 0 ? x : 0;
+    case TP_ACT_SILU: return x / (1.0 + exp(-x));
+    case TP_ACT_TANH: return tanh(x);
+    }
+    return x;
+}
+
+typedef struct mm_case {
+    int m, n, k, trans_b, batch;
+    int has_bias;
+    tp_activation act;
+    float alpha;
+    int pad;          /* extra elements on every row stride and batch stride */
+    int share_b;      /* batch > 1: stride_b = 0 (one B for every batch) */
+} mm_case;
+
+typedef struct mm_buf {
+    tp_matmul_args args;
+    float *a, *b, *c, *bias;
+    double *want;     /* [batch][m][n] */
+    size_t c_len;
+} mm_buf;
+
+#define SENTINEL 12345.0f
+
+static void mm_setup(const mm_case *t, mm_buf *mb) {
+    memset(mb, 0, sizeof *mb);
+    tp_matmul_args *g = &mb->args;
+    g->struct_size = sizeof *g;
+    g->m = t->m, g->n = t->n, g->k = t->k, g->batch = t->batch, g->trans_b = t->trans_b;
+    g->alpha = t->alpha;
+    g->activation = t->act;
+    g->lda = t->k + t->pad;
+    g->ldb = (t->trans_b ? t->k : t->n) + t->pad;
+    g->ldc = t->n + t->pad;
+    const int brows = t->trans_b ? t->n : t->k;
+    g->stride_a = (int64_t)t->m * g->lda + t->pad;
+    g->stride_b = t->share_b ? 0 : (int64_t)brows * g->ldb + t->pad;
+    g->stride_c = (int64_t)t->m * g->ldc + t->pad;
+    size_t a_len = (size_t)g->stride_a * t->batch;
+    size_t b_len = t->share_b ? (size_t)brows * g->ldb : (size_t)g->stride_b * t->batch;
+    mb->c_len = (size_t)g->stride_c * t->batch;
+    mb->a = malloc(a_len * sizeof(float));
+    mb->b = malloc(b_len * sizeof(float));
+    mb->c = malloc(mb->c_len * sizeof(float));
+    mb->want = malloc((size_t)t->batch * t->m * t->n * sizeof(double));
+    for (size_t i = 0; i < a_len; i++) mb->a[i] = frand();
+    for (size_t i = 0; i < b_len; i++) mb->b[i] = frand();
+    if (t->has_bias) {
+        mb->bias = malloc((size_t)t->n * sizeof(float));
+        for (int j = 0; j < t->n; j++) mb->bias[j] = frand();
+    }
+    g->a = mb->a, g->b = mb->b, g->c = mb->c, g->bias = mb->bias;
+
+    for (int bt = 0; bt < t->batch; bt++) {
+        const float *A = mb->a + (int64_t)bt * g->stride_a;
+        const float *B = mb->b + (int64_t)bt * g->stride_b;
+        for (int i = 0; i < t->m; i++)
+            for (int j = 0; j < t->n; j++) {
+                double s = 0;
+                for (int p = 0; p < t->k; p++) {
+                    double bv = t->trans_b ? B[(size_t)j * g->ldb + p] : B[(size_t)p * g->ldb + j];
+                    s += (double)A[(size_t)i * g->lda + p] * bv;
+                }
+                s *= t->alpha;
+                if (mb->bias) s += mb->bias[j];
+                mb->want[((size_t)bt * t->m + i) * t->n + j] = act_ref(s, t->act);
+            }
+    }
+}
+
+/* 1 when C matches within 1e-4 relative, and nothing outside C's rows was written. */
+static int mm_check(const mm_case *t, const mm_buf *mb, const char *who) {
+    const tp_matmul_args *g = &mb->args;
+    double worst = 0;
+    int bad_pad = 0;
+    for (size_t i = 0; i < mb->c_len; i++) {
+        size_t bt = i / (size_t)g->stride_c, r = i % (size_t)g->stride_c;
+        size_t row = r / (size_t)g->ldc, col = r % (size_t)g->ldc;
+        int inside = row < (size_t)t->m && col < (size_t)t->n;
+        if (!inside) {
+            if (mb->c[i] != SENTINEL) bad_pad++;
+            continue;
+        }
+        double want = mb->want[(bt * t->m + row) * t->n + col];
+        double err = fabs(mb->c[i] - want) / fmax(1.0, fabs(want));
+        if (!(err <= worst)) worst = isnan(err) ? INFINITY : err;
+    }
+    int ok = worst <= 1e-4 && bad_pad == 0;
+    if (!ok)
+        fprintf(stderr,
+                "%s: m=%d n=%d k=%d trans_b=%d batch=%d bias=%d act=%d alpha=%g pad=%d "
+                "share_b=%d: max rel err %g, %d padding cells overwritten\n",
+                who, t->m, t->n, t->k, t->trans_b, t->batch, t->has_bias, (int)t->act,
+                (double)t->alpha, t->pad, t->share_b, worst, bad_pad);
+    return ok;
+}
+
+static void mm_free(mm_buf *mb) {
+    free(mb->a);
+    free(mb->b);
+    free(mb->c);
+    free(mb->bias);
+    free(mb->want);
+}
+
+static int run_case(const tp_backend_vtable *vt, void *ctx, const mm_case *t, const char *who) {
+    mm_buf mb;
+    mm_setup(t, &mb);
+    for (size_t i = 0; i < mb.c_len; i++) mb.c[i] = SENTINEL;
+    tp_status s = vt->matmul(ctx, &mb.args);
+    int ok = s == TP_OK && mm_check(t, &mb, who);
+    if (s != TP_OK) fprintf(stderr, "%s: matmul returned %s\n", who, tp_strerror(s));
+    mm_free(&mb);
+    return ok;
+}
+
+static const mm_case cases[] = {
+    /* m  n    k   tb batch bias act               alpha pad share */
+    {1, 1, 1, 0, 1, 0, TP_ACT_NONE, 1.0f, 0, 0},
+    {1, 16, 8, 1, 1, 1, TP_ACT_NONE, 1.0f, 0, 0},
+    {1, 768, 768, 1, 1, 1, TP_ACT_GELU, 1.0f, 0, 0},
+    {7, 13, 5, 0, 1, 0, TP_ACT_NONE, 1.0f, 0, 0},
+    {7, 13, 5, 1, 1, 0, TP_ACT_NONE, 1.0f, 0, 0},
+    {7, 13, 5, 0, 1, 1, TP_ACT_RELU, 1.0f, 3, 0},
+    {7, 13, 5, 1, 1, 1, TP_ACT_TANH, 1.0f, 3, 0},
+    {128, 768, 768, 1, 1, 1, TP_ACT_NONE, 1.0f, 0, 0},
+    {128, 768, 768, 0, 1, 0, TP_ACT_GELU, 1.0f, 0, 0},
+    {33, 64, 17, 1, 1, 1, TP_ACT_GELU, 1.0f, 0, 0},
+    {33, 64, 17, 1, 1, 1, TP_ACT_GELU_TANH, 1.0f, 0, 0},
+    {33, 64, 17, 1, 1, 1, TP_ACT_RELU, 1.0f, 0, 0},
+    {33, 64, 17, 1, 1, 1, TP_ACT_SILU, 1.0f, 0, 0},
+    {33, 64, 17, 1, 1, 1, TP_ACT_TANH, 1.0f, 0, 0},
+    {9, 9, 64, 1, 1, 0, TP_ACT_NONE, 0.125f, 0, 0},
+    {9, 9, 64, 0, 1, 1, TP_ACT_NONE, 0.125f, 0, 0},
+    {9, 9, 64, 1, 1, 1, TP_ACT_SILU, -2.5f, 2, 0},
+    {5, 6, 4, 0, 3, 0, TP_ACT_NONE, 1.0f, 0, 0},
+    {5, 6, 4, 1, 3, 0, TP_ACT_NONE, 1.0f, 1, 0},
+    {7, 13, 5, 1, 3, 1, TP_ACT_GELU, 1.0f, 4, 0},
+    {7, 13, 5, 0, 3, 1, TP_ACT_SILU, 0.5f, 4, 0},
+    {7, 13, 5, 0, 3, 1, TP_ACT_NONE, 0.5f, 0, 0},
+    {7, 13, 5, 1, 3, 1, TP_ACT_NONE, 0.5f, 4, 0},
+    {7, 13, 5, 1, 3, 1, TP_ACT_RELU, 0.5f, 0, 1},
+    {16, 16, 64, 1, 3, 0, TP_ACT_NONE, 0.125f, 2, 0},
+    {7, 13, 5, 1, 3, 1, TP_ACT_RELU, 1.0f, 1, 1},
+    {11, 8, 0, 1, 2, 1, TP_ACT_GELU, 1.0f, 0, 0},
+};
+
+typedef struct thread_arg {
+    const tp_backend_vtable *vt;
+    void *ctx;
+    int thread;
+    int failures;
+} thread_arg;
+
+/* Many distinct shapes, so that a caching backend both hits and evicts while the
+ * other thread uses the same entries. */
+static void *hammer(void *p) {
+    thread_arg *ta = p;
+    for (int round = 0; round < 2; round++)
+        for (int s = 0; s < 72; s++) {
+            mm_case t = {1 + s % 9, 4 + (s * 7) % 29, 1 + (s * 5) % 23, s & 1, 1 + (s % 3 == 0),
+                         s % 4 != 0, (tp_activation)(s % 6), (s % 5 == 0) ? 0.5f : 1.0f,
+                         s % 2, 0};
+            if (!run_case(ta->vt, ta->ctx, &t, "concurrent")) ta->failures++;
+        }
+    return NULL;
+}
+
+static void test_backend(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/lib/tpipe/backends/%s.so", TP_BUILD_DIR, name);
+    /* Both backends are part of the build: a missing one is a failure, not a skip. */
+    CHECK_MSG(access(path, F_OK) == 0, "%s not built (%s)", name, path);
+    if (access(path, F_OK) != 0) return;
+    void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    CHECK_MSG(so != NULL, "dlopen %s: %s", path, dlerror());
+    if (!so) return;
+    tp_module_entry_fn entry;
+    *(void **)&entry = dlsym(so, TP_MODULE_ENTRY_SYMBOL);
+    CHECK(entry != NULL);
+    if (!entry) return;
+    const tp_module_descriptor *d = entry();
+    CHECK(d != NULL && d == entry());
+    CHECK(d->struct_size >= sizeof(tp_module_descriptor));
+    CHECK(d->abi_version == TP_ABI_CURRENT);
+    CHECK(d->kind == TP_MODULE_BACKEND);
+    CHECK(strcmp(d->name, name) == 0);
+    CHECK(d->version && d->version[0]);
+    CHECK(d->license && strcmp(d->license, "MIT") == 0);
+    CHECK(d->description && d->description[0]);
+    const tp_backend_vtable *vt = d->vtable;
+    CHECK(vt && vt->struct_size >= sizeof(tp_backend_vtable));
+    CHECK(vt->create && vt->destroy && vt->describe && vt->matmul);
+
+    char why[256] = "";
+    void *ctx = NULL;
+    tp_backend_config cfg = {sizeof cfg, 0};
+    CHECK_STATUS(vt->create(&cfg, &ctx, why, sizeof why), TP_OK);
+    if (!ctx) {
+        fprintf(stderr, "%s: create failed: %s\n", name, why);
+        return;
+    }
+    printf("%s: %s\n", name, vt->describe(ctx));
+
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(run_case(vt, ctx, &cases[i], name));
+    /* a second pass reuses whatever the backend cached */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK(run_case(vt, ctx, &cases[i], name));
+
+    /* arguments that cannot describe a product */
+    tp_matmul_args bad = {sizeof bad, 2, 2, 2, NULL, 1, 0, NULL, 2, 0, 0, NULL, 2, 0, 1, 1.0f,
+                          NULL, TP_ACT_NONE};
+    float a[4] = {0}, b[4] = {0}, c[4] = {0};
+    bad.a = a, bad.b = b, bad.c = c;
+    CHECK_STATUS(vt->matmul(ctx, &bad), TP_ERR_INVALID_ARGUMENT); /* lda < k */
+    bad.lda = 2;
+    bad.m = -1;
+    CHECK_STATUS(vt->matmul(ctx, &bad), TP_ERR_INVALID_ARGUMENT);
+    bad.m = 0;
+    CHECK_STATUS(vt->matmul(ctx, &bad), TP_OK);
+
+    thread_arg ta[2] = {{vt, ctx, 0, 0}, {vt, ctx, 1, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) CHECK(pthread_create(&th[i], NULL, hammer, &ta[i]) == 0);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    CHECK(ta[0].failures == 0 && ta[1].failures == 0);
+    vt->destroy(ctx);
+
+    /* an explicit thread count shows in describe() */
+    cfg.num_threads = 1;
+    CHECK_STATUS(vt->create(&cfg, &ctx, why, sizeof why), TP_OK);
+    if (ctx) {
+        CHECK_CONTAINS(vt->describe(ctx), "1 thread");
+        CHECK(run_case(vt, ctx, &cases[7], name));
+        vt->destroy(ctx);
+    }
+    /* the library stays loaded: OpenBLAS and oneDNN keep thread pools we cannot stop */
+}
+
+int main(void) {
+    test_backend("openblas");
+    test_backend("onednn");
+    return CHECK_DONE();
+}

@@ -1,0 +1,260 @@
+/* test_kernels.c: the reference kernels against naive double-precision
+ * computations and closed forms, and the backend dispatch (fallback, struct_size,
+ * failure reporting). */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "backend.h"
+#include "check.h"
+#include "kernels.h"
+
+static uint32_t rng = 12345;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng = rng * 1664525u + 1013904223u;
+    return (float)((rng >> 8) & 0xffffff) / 8388608.0f - 1.0f;
+}
+static float *rand_buf(size_t n) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = frand();
+    return p;
+}
+
+static double act_ref(double x, tp_activation act) {
+    switch (act) {
+    case TP_ACT_NONE: return x;
+    case TP_ACT_GELU: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case TP_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case TP_ACT_RELU: return x > 0 ? x : 0;
+    case TP_ACT_SILU: return x / (1.0 + exp(-x));
+    case TP_ACT_TANH: return tanh(x);
+    }
+    return x;
+}
+
+/* Runs the ref matmul on a random problem and returns the worst error against a
+ * naive double computation (relative to the row's magnitude). */
+static double check_matmul(int m, int n, int k, int batch, int trans_b, float alpha, int with_bias,
+                           tp_activation act, int pad) {
+    const int lda = k + pad, ldb = (trans_b ? k : n) + pad, ldc = n + pad;
+    const int64_t sa = (int64_t)m * lda + 3, sb = (int64_t)(trans_b ? n : k) * ldb + 5,
+                  sc = (int64_t)m * ldc + 7;
+    float *A = rand_buf((size_t)(sa * batch)), *B = rand_buf((size_t)(sb * batch));
+    float *C = rand_buf((size_t)(sc * batch)); /* garbage in C must be overwritten */
+    float *bias = with_bias ? rand_buf((size_t)n) : NULL;
+    tp_matmul_args a = {.struct_size = sizeof a, .m = m, .n = n, .k = k,
+                        .a = A, .lda = lda, .stride_a = sa,
+                        .b = B, .ldb = ldb, .stride_b = sb, .trans_b = trans_b,
+                        .c = C, .ldc = ldc, .stride_c = sc,
+                        .batch = batch, .alpha = alpha, .bias = bias, .activation = act};
+    tp__ref_matmul(&a);
+    double worst = 0;
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double s = 0;
+                for (int p = 0; p < k; p++) {
+                    double av = A[b * sa + (int64_t)i * lda + p];
+                    double bv = trans_b ? B[b * sb + (int64_t)j * ldb + p]
+                                        : B[b * sb + (int64_t)p * ldb + j];
+                    s += av * bv;
+                }
+                s = alpha * s + (bias ? bias[j] : 0.0);
+                s = act_ref(s, act);
+                double d = fabs(s - C[b * sc + (int64_t)i * ldc + j]);
+                if (d > worst) worst = d;
+            }
+    free(A);
+    free(B);
+    free(C);
+    free(bias);
+    return worst;
+}
+
+static void test_matmul(void) {
+    /* sizes crossing the 64-column and 128-deep panels, both B layouts */
+    for (int t = 0; t <= 1; t++) {
+        CHECK_NEAR(check_matmul(1, 1, 1, 1, t, 1.0f, 0, TP_ACT_NONE, 0), 0, 1e-6);
+        CHECK_NEAR(check_matmul(7, 5, 3, 1, t, 1.0f, 0, TP_ACT_NONE, 0), 0, 1e-5);
+        CHECK_NEAR(check_matmul(9, 130, 300, 1, t, 1.0f, 1, TP_ACT_NONE, 0), 0, 1e-4);
+        CHECK_NEAR(check_matmul(33, 64, 128, 1, t, 1.0f, 1, TP_ACT_GELU, 0), 0, 1e-4);
+        CHECK_NEAR(check_matmul(4, 70, 129, 3, t, 0.125f, 1, TP_ACT_NONE, 5), 0, 1e-4);
+        CHECK_NEAR(check_matmul(6, 17, 16, 4, t, 0.25f, 0, TP_ACT_NONE, 11), 0, 1e-5);
+    }
+    const tp_activation acts[] = {TP_ACT_GELU, TP_ACT_GELU_TANH, TP_ACT_RELU, TP_ACT_SILU,
+                                  TP_ACT_TANH};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++)
+        CHECK_NEAR(check_matmul(5, 9, 20, 2, 1, 1.0f, 1, acts[i], 2), 0, 1e-5);
+    /* k = 0: the product is empty, C = act(bias) */
+    CHECK_NEAR(check_matmul(3, 4, 0, 1, 1, 1.0f, 1, TP_ACT_RELU, 1), 0, 0);
+}
+
+static void test_layer_norm(void) {
+    const int rows = 5, cols = 37;
+    float *x = rand_buf((size_t)rows * cols), *g = rand_buf(cols), *b = rand_buf(cols);
+    for (int i = 0; i < rows * cols; i++) x[i] = 3.0f + 10.0f * x[i]; /* offset + scale */
+    double *want = malloc(sizeof(double) * rows * cols);
+    const float eps = 1e-5f;
+    for (int r = 0; r < rows; r++) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < cols; i++) mean += x[r * cols + i];
+        mean /= cols;
+        for (int i = 0; i < cols; i++) var += (x[r * cols + i] - mean) * (x[r * cols + i] - mean);
+        var /= cols; /* biased, as torch's layer_norm */
+        for (int i = 0; i < cols; i++)
+            want[r * cols + i] = (x[r * cols + i] - mean) / sqrt(var + eps) * g[i] + b[i];
+    }
+    tp__ref_layer_norm(x, rows, cols, g, b, eps);
+    double worst = 0;
+    for (int i = 0; i < rows * cols; i++) worst = fmax(worst, fabs(x[i] - want[i]));
+    CHECK_NEAR(worst, 0, 2e-6);
+
+    /* a constant row: the variance is 0 and eps alone keeps it finite */
+    float c[4] = {2, 2, 2, 2};
+    tp__ref_layer_norm(c, 1, 4, NULL, NULL, 1e-12f);
+    for (int i = 0; i < 4; i++) CHECK(c[i] == 0.0f);
+    free(x);
+    free(g);
+    free(b);
+    free(want);
+}
+
+static void test_activations(void) {
+    const float xs[] = {-6.0f, -3.0f, -1.0f, -0.5f, -1e-3f, 0.0f, 1e-3f, 0.5f, 1.0f, 2.5f, 8.0f};
+    const size_t n = sizeof xs / sizeof xs[0];
+    const tp_activation acts[] = {TP_ACT_NONE, TP_ACT_GELU, TP_ACT_GELU_TANH, TP_ACT_RELU,
+                                  TP_ACT_SILU, TP_ACT_TANH};
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        float y[sizeof xs / sizeof xs[0]];
+        memcpy(y, xs, sizeof y);
+        tp__activate(y, n, acts[a]);
+        for (size_t i = 0; i < n; i++)
+            CHECK_MSG(fabs(y[i] - act_ref(xs[i], acts[a])) <= 1e-6 * (1 + fabs(xs[i])),
+                      "activation %d at %g: %.9g vs %.9g", (int)acts[a], xs[i], y[i],
+                      act_ref(xs[i], acts[a]));
+    }
+    /* closed forms: gelu(1) = Φ(1) = 0.8413447460685429 */
+    float g1 = 1.0f;
+    tp__activate(&g1, 1, TP_ACT_GELU);
+    CHECK_NEAR(g1, 0.8413447460685429, 1e-7);
+}
+
+static void test_softmax(void) {
+    float x[2][4] = {{1, 2, 3, 4}, {1000, 1000, -1000, 999}};
+    tp__softmax_rows(&x[0][0], 2, 4);
+    double z = exp(1) + exp(2) + exp(3) + exp(4);
+    for (int i = 0; i < 4; i++) CHECK_NEAR(x[0][i], exp(i + 1) / z, 1e-7);
+    /* large logits: max subtraction keeps it finite */
+    double z2 = 2 + exp(-1);
+    CHECK_NEAR(x[1][0], 1 / z2, 1e-7);
+    CHECK_NEAR(x[1][1], 1 / z2, 1e-7);
+    CHECK(x[1][2] == 0.0f);
+    CHECK_NEAR(x[1][3], exp(-1) / z2, 1e-7);
+    /* a row of the additive mask value (torch's finfo.min) is uniform, not NaN */
+    float masked[3] = {-3.4028235e38f, -3.4028235e38f, -3.4028235e38f};
+    tp__softmax_rows(masked, 1, 3);
+    for (int i = 0; i < 3; i++) CHECK_NEAR(masked[i], 1.0 / 3, 1e-7);
+}
+
+static void test_add(void) {
+    float y[3] = {1, 2, 3}, x[3] = {0.5f, -2, 10};
+    tp__add(y, x, 3);
+    CHECK(y[0] == 1.5f && y[1] == 0.0f && y[2] == 13.0f);
+}
+
+/* ---- dispatch */
+
+static int fake_calls;
+static tp_status fake_matmul_fail(void *ctx, const tp_matmul_args *a) {
+    (void)ctx;
+    (void)a;
+    fake_calls++;
+    return TP_ERR_NOMEM;
+}
+static tp_status fake_matmul_ok(void *ctx, const tp_matmul_args *a) {
+    (void)ctx;
+    fake_calls++;
+    tp__ref_matmul(a);
+    return TP_OK;
+}
+static tp_status fake_layer_norm(void *ctx, float *x, int rows, int cols, const float *g,
+                                 const float *b, float eps) {
+    (void)ctx; (void)x; (void)rows; (void)cols; (void)g; (void)b; (void)eps;
+    fake_calls += 100;
+    return TP_OK;
+}
+
+static void test_dispatch(void) {
+    const tp_module_descriptor *d = tp__ref_backend_descriptor();
+    CHECK(d && strcmp(d->name, "ref") == 0);
+    CHECK(d->kind == TP_MODULE_BACKEND && d->abi_version == TP_ABI_CURRENT);
+    CHECK(d->struct_size == sizeof(tp_module_descriptor));
+    const tp_backend_vtable *vt = d->vtable;
+    CHECK(vt && vt->struct_size == sizeof *vt && vt->matmul && vt->layer_norm && vt->create &&
+          vt->destroy && vt->describe);
+    void *ctx = (void *)1;
+    char why[64];
+    CHECK_STATUS(vt->create(NULL, &ctx, why, sizeof why), TP_OK);
+    CHECK(vt->describe(ctx) && vt->describe(ctx)[0]);
+    vt->destroy(ctx);
+
+    /* tp__linear on the ref backend and with no backend at all */
+    float x[2 * 3] = {1, 2, 3, 4, 5, 6};
+    float w[2 * 3] = {1, 0, -1, 0.5f, 0.5f, 0.5f};
+    float bias[2] = {2.25f, -10};
+    float y[4];
+    tp__backend ref = {.vt = vt, .ctx = NULL, .name = "ref"};
+    tp_error err;
+    CHECK_STATUS(tp__linear(&ref, x, 2, 3, w, bias, 2, TP_ACT_RELU, y, &err), TP_OK);
+    CHECK(y[0] == 0.25f && y[1] == 0.0f && y[2] == 0.25f && y[3] == 0.0f);
+    CHECK_STATUS(tp__linear(NULL, x, 2, 3, w, bias, 2, TP_ACT_NONE, y, &err), TP_OK);
+    CHECK(y[1] == -7.0f && y[3] == -2.5f);
+
+    /* a failing backend: TP_ERR_BACKEND naming it */
+    tp_backend_vtable failing = {.struct_size = sizeof failing, .matmul = fake_matmul_fail};
+    tp__backend fb = {.vt = &failing, .name = "flaky"};
+    fake_calls = 0;
+    CHECK_STATUS(tp__linear(&fb, x, 2, 3, w, NULL, 2, TP_ACT_NONE, y, &err), TP_ERR_BACKEND);
+    CHECK(err.status == TP_ERR_BACKEND);
+    CHECK_CONTAINS(err.message, "flaky");
+    CHECK(fake_calls == 1);
+
+    /* layer_norm NULL: ref fallback; a vtable too short for layer_norm: never read */
+    tp_backend_vtable partial = {.struct_size = sizeof partial, .matmul = fake_matmul_ok};
+    tp__backend pb = {.vt = &partial, .name = "partial"};
+    float row[4] = {1, 2, 3, 4};
+    CHECK_STATUS(tp__layer_norm(&pb, row, 1, 4, NULL, NULL, 1e-5f, &err), TP_OK);
+    CHECK_NEAR(row[0], -1.5 / sqrt(1.25 + 1e-5), 1e-6);
+    tp_backend_vtable old = {.struct_size = offsetof(tp_backend_vtable, layer_norm),
+                             .matmul = fake_matmul_ok, .layer_norm = fake_layer_norm};
+    tp__backend ob = {.vt = &old, .name = "old"};
+    fake_calls = 0;
+    float row2[4] = {1, 2, 3, 4};
+    CHECK_STATUS(tp__layer_norm(&ob, row2, 1, 4, NULL, NULL, 1e-5f, &err), TP_OK);
+    CHECK(fake_calls == 0);
+    CHECK_NEAR(row2[3], 1.5 / sqrt(1.25 + 1e-5), 1e-6);
+    old.struct_size = sizeof old;
+    CHECK_STATUS(tp__layer_norm(&ob, row2, 1, 4, NULL, NULL, 1e-5f, &err), TP_OK);
+    CHECK(fake_calls == 100);
+    CHECK_STATUS(tp__linear(&ob, x, 2, 3, w, NULL, 2, TP_ACT_NONE, y, &err), TP_OK);
+    CHECK(fake_calls == 101 && y[0] == -2.0f);
+
+    /* bad arguments are refused before any backend sees them */
+    tp_matmul_args bad = {.struct_size = sizeof bad, .m = 2, .n = 2, .k = 3, .a = x, .lda = 2,
+                          .b = w, .ldb = 3, .trans_b = 1, .c = y, .ldc = 2, .batch = 1,
+                          .alpha = 1};
+    CHECK_STATUS(tp__matmul(&ref, &bad, &err), TP_ERR_INVALID_ARGUMENT);
+    CHECK_CONTAINS(err.message, "lda");
+}
+
+int main(void) {
+    test_matmul();
+    test_layer_norm();
+    test_activations();
+    test_softmax();
+    test_add();
+    test_dispatch();
+    return CHECK_DONE();
+}
