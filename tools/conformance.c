@@ -5,7 +5,11 @@
  * and docs/conformance.md) through the public API only, on every backend, and prints
  * one FAIL line per case that differs, a count per fixture and the total last.
  *
- *   tpipe-conformance [--backend NAME] [--verbose] DIR...
+ *   tpipe-conformance [--backend NAME] [--kinds LIST] [--verbose] DIR...
+ *
+ * --kinds restricts a run to some case kinds (the test suite gates a fixture on the
+ * kinds its features cover so far); the first line then says which, and a full run
+ * without it still reports every kind.
  *
  * Exit status: 0 when nothing failed, 1 when something did, 2 on a usage error or a
  * reference.json that cannot be read.
@@ -52,6 +56,7 @@ typedef struct run {
     const char *backends[N_ALL_BACKENDS];
     size_t n_backends;
     int verbose;
+    const char *kinds;   /* comma-separated case kinds to run; NULL: all */
     counts total;
     /* the fixture being replayed */
     const fixture *fx;
@@ -1061,6 +1066,21 @@ static int is_metadata_key(const char *key)
 
 /* generate, qa, chat and any list of cases this tool does not know yet: each case
  * fails, so that nothing is silently skipped. */
+static int kind_selected(const run *r, const char *kind)
+{
+    if (!r->kinds)
+        return 1;
+    size_t n = strlen(kind);
+    for (const char *p = r->kinds; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == n && strncmp(p, kind, n) == 0)
+            return 1;
+        p += len + (comma ? 1 : 0);
+    }
+    return 0;
+}
+
 static void run_unsupported_cases(run *r, const char *kind, const cJSON *cases)
 {
     long n = cJSON_IsArray(cases) ? cJSON_GetArraySize(cases) : 1;
@@ -1073,10 +1093,14 @@ static void run_fixture(run *r, const fixture *fx)
     r->fx = fx;
     r->fx_counts = (counts){0, 0};
     const cJSON *ref = fx->ref;
-    const cJSON *tokenizer = cJSON_GetObjectItemCaseSensitive(ref, "tokenizer");
-    const cJSON *forward = cJSON_GetObjectItemCaseSensitive(ref, "forward");
-    const cJSON *pipeline = cJSON_GetObjectItemCaseSensitive(ref, "pipeline");
-    const cJSON *heldout = cJSON_GetObjectItemCaseSensitive(ref, "heldout");
+    const cJSON *tokenizer =
+        kind_selected(r, "tokenizer") ? cJSON_GetObjectItemCaseSensitive(ref, "tokenizer") : NULL;
+    const cJSON *forward =
+        kind_selected(r, "forward") ? cJSON_GetObjectItemCaseSensitive(ref, "forward") : NULL;
+    const cJSON *pipeline =
+        kind_selected(r, "pipeline") ? cJSON_GetObjectItemCaseSensitive(ref, "pipeline") : NULL;
+    const cJSON *heldout =
+        kind_selected(r, "heldout") ? cJSON_GetObjectItemCaseSensitive(ref, "heldout") : NULL;
 
     if (cJSON_IsArray(tokenizer))
         run_tokenizer_cases(r, tokenizer);
@@ -1106,7 +1130,7 @@ static void run_fixture(run *r, const fixture *fx)
         const char *key = item->string;
         if (strcmp(key, "tokenizer") == 0 || strcmp(key, "forward") == 0 ||
             strcmp(key, "pipeline") == 0 || strcmp(key, "heldout") == 0 ||
-            is_metadata_key(key))
+            is_metadata_key(key) || !kind_selected(r, key))
             continue;
         if (cJSON_IsArray(item))
             run_unsupported_cases(r, key, item);
@@ -1267,15 +1291,16 @@ static void select_backends(run *r, const char *only)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: tpipe-conformance [--backend NAME] [--verbose] DIR...\n"
+            "usage: tpipe-conformance [--backend NAME] [--kinds LIST] [--verbose] DIR...\n"
             "  Replays DIR/reference.json (tokenizer, forward, pipeline and heldout cases)\n"
             "  on the ref, openblas and onednn backends, or only on NAME.\n"
+            "  --kinds tokenizer,forward,...: only those case kinds.\n"
             "  Exit: 0 all passed, 1 something failed, 2 usage or unreadable reference.json.\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *only = NULL;
+    const char *only = NULL, *kinds = NULL;
     int verbose = 0;
     const char **dirs = calloc((size_t)argc, sizeof *dirs);
     int n_dirs = 0;
@@ -1288,6 +1313,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         } else if (strncmp(argv[i], "--backend=", 10) == 0) {
             only = argv[i] + 10;
+        } else if (strcmp(argv[i], "--kinds") == 0 && i + 1 < argc) {
+            kinds = argv[++i];
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             free(dirs);
@@ -1321,7 +1348,7 @@ int main(int argc, char **argv)
     }
     fixture_names(fxs, n_dirs);
 
-    run r = {.verbose = verbose};
+    run r = {.verbose = verbose, .kinds = kinds};
     tp_runtime_options opts;
     tp_runtime_options_init(&opts);
     tp_error err = {0};
@@ -1331,6 +1358,8 @@ int main(int argc, char **argv)
         r.total.failed++;
     } else {
         select_backends(&r, only);
+        if (kinds)
+            printf("kinds: %s\n", kinds);
         fflush(stdout);
         for (int i = 0; i < n_dirs; i++)
             run_fixture(&r, &fxs[i]);

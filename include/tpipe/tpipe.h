@@ -289,6 +289,15 @@ typedef struct tp_model_input {
     const int32_t *input_ids;       /* [batch * seq_len] */
     const int32_t *attention_mask;  /* [batch * seq_len]; NULL: all ones */
     const int32_t *token_type_ids;  /* [batch * seq_len]; NULL: all zeros */
+    /* Members below were added after 0.1's first layout: read only when struct_size
+     * covers them. */
+    int output_hidden_states;       /* 1: return the encoder's last hidden state
+                                       [batch, seq, hidden] whatever the head (what
+                                       feature-extraction wants from any checkpoint) */
+    const int32_t *decoder_input_ids; /* encoder-decoder models: [batch * decoder_seq_len];
+                                         NULL: the head's own decoder input (BART
+                                         classification: the input_ids) */
+    int decoder_seq_len;
 } tp_model_input;
 
 /* Runs the encoder and the model's head; `*out` has the shape tp_head documents

@@ -53,9 +53,12 @@ static tp_status forward(echo_pipeline *ep, tp_task_context *ctx, const cJSON *i
     tp_status st = core->tokenizer_encode(core->pipeline_tokenizer(ep->p), &text, NULL, 1, NULL,
                                           &enc, err);
     if (st != TP_OK) return st;
-    tp_model_input in = {sizeof in, 1, (int)core->encoding_length(enc, 0),
-                         core->encoding_ids(enc, 0), core->encoding_attention_mask(enc, 0),
-                         core->encoding_type_ids(enc, 0)};
+    tp_model_input in = {.struct_size = sizeof in,
+                         .batch = 1,
+                         .seq_len = (int)core->encoding_length(enc, 0),
+                         .input_ids = core->encoding_ids(enc, 0),
+                         .attention_mask = core->encoding_attention_mask(enc, 0),
+                         .token_type_ids = core->encoding_type_ids(enc, 0)};
     tp_tensor *logits = NULL;
     st = core->model_forward(ctx, core->pipeline_model(ep->p), &in, &logits, err);
     core->encoding_free(enc);
