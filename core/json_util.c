@@ -2,6 +2,7 @@
 #include "json_util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,4 +164,35 @@ const cJSON *tp__json_path(const cJSON *root, const char *path) {
         p += n + (dot ? 1 : 0);
     }
     return cur;
+}
+
+/* The shortest "%.Ng" text of x that strtod reads back as x exactly. */
+static void shortest_double(double x, char *buf, size_t size) {
+    for (int precision = 1; precision <= 17; precision++) {
+        snprintf(buf, size, "%.*g", precision, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+static int shorten_numbers(cJSON *item) {
+    for (; item; item = item->next) {
+        if (cJSON_IsNumber(item)) {
+            double x = item->valuedouble;
+            if (!isfinite(x) || x == floor(x)) continue; /* cJSON prints these already */
+            char text[32];
+            shortest_double(x, text, sizeof text);
+            char *raw = strdup(text);
+            if (!raw) return 0;
+            item->type = cJSON_Raw;
+            item->valuestring = raw; /* cJSON_Delete frees it */
+        } else if (item->child && !shorten_numbers(item->child)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+char *tp__json_print(cJSON *tree) {
+    if (!tree || !shorten_numbers(tree)) return NULL;
+    return cJSON_PrintUnformatted(tree);
 }

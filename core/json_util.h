@@ -35,6 +35,13 @@ tp_status tp__json_require_int(const cJSON *obj, const char *key, int64_t *out,
 /* Dotted path lookup ("a.b.c"); NULL when any step is absent. */
 const cJSON *tp__json_path(const cJSON *root, const char *path);
 
+/* Prints `tree` compactly, as cJSON_PrintUnformatted does, but with each non-integral
+ * number in the shortest form that reads back as the same double, the way Python's
+ * repr() prints floats (0.5894312262535095, not 0.58943122625350952), so tpipe's JSON
+ * reads like transformers'. Rewrites those numbers in `tree` as raw text nodes. NULL
+ * when out of memory. */
+char *tp__json_print(cJSON *tree);
+
 /* "object", "array", "string", "number", "bool", "null". */
 const char *tp__json_type_name(const cJSON *item);
 

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "error.h"
+#include "json_util.h"
 #include "pipeline.h"
 #include "runtime.h"
 
@@ -90,7 +91,7 @@ static void execute(tp__request *r) {
         if (!result)
             st = tp__error(&r->err, TP_ERR_INTERNAL, "task '%s': plugin '%s' returned no result",
                            p->task, p->plugin->name);
-        else if (!(r->response = cJSON_PrintUnformatted(result)))
+        else if (!(r->response = tp__json_print(result)))
             st = tp__error(&r->err, TP_ERR_NOMEM, "out of memory writing the response");
     } else {
         if (!r->err.message[0])
