@@ -829,14 +829,14 @@ static int compare_output(const char *name, const cJSON *want, const tp_tensor *
 static const char *const FORWARD_OUTPUTS[] = {"logits", "start_logits", "end_logits",
                                               "last_hidden_state"};
 
+/* Encoder-decoder cases carry decoder_input_ids: the decoder `logits`
+ * [batch, decoder_seq, vocab] are compared at every position (the decoder input is
+ * unpadded), and `encoder_last_hidden_state` through a second forward with
+ * output_hidden_states = 1, which for an encoder-decoder model returns the encoder's
+ * last hidden state. Their attention_mask may be absent (all ones). */
 static void forward_case(run *r, long index, const char *backend, const cJSON *c)
 {
-    char msg[MSG_MAX];
-    if (cJSON_GetObjectItemCaseSensitive(c, "decoder_input_ids")) {
-        report(r, "forward", index, backend, 0, -1,
-               "seq2seq forward (decoder_input_ids) not supported yet");
-        return;
-    }
+    char msg[MSG_MAX] = "";
     const char *why;
     tp_model *m = backend_model(r, &why);
     if (!m) {
@@ -844,27 +844,33 @@ static void forward_case(run *r, long index, const char *backend, const cJSON *c
         return;
     }
 
-    int32_t *ids = NULL, *mask = NULL, *types = NULL;
-    int b, t, mb, mt, tb, tt;
+    int32_t *ids = NULL, *mask = NULL, *types = NULL, *dec = NULL;
+    int b, t, mb, mt, tb, tt, db = 0, dt = 0;
     const cJSON *types_j = cJSON_GetObjectItemCaseSensitive(c, "token_type_ids");
+    const cJSON *mask_j = cJSON_GetObjectItemCaseSensitive(c, "attention_mask");
+    const cJSON *dec_j = cJSON_GetObjectItemCaseSensitive(c, "decoder_input_ids");
     if (!json_int_matrix(cJSON_GetObjectItemCaseSensitive(c, "input_ids"), &ids, &b, &t)) {
         report(r, "forward", index, backend, 0, -1, "reference: input_ids is not an int matrix");
         return;
     }
-    if (!json_int_matrix(cJSON_GetObjectItemCaseSensitive(c, "attention_mask"), &mask, &mb,
-                         &mt) || mb != b || mt != t ||
-        (types_j && (!json_int_matrix(types_j, &types, &tb, &tt) || tb != b || tt != t))) {
+    if (((mask_j || !dec_j) &&
+         (!json_int_matrix(mask_j, &mask, &mb, &mt) || mb != b || mt != t)) ||
+        (types_j && (!json_int_matrix(types_j, &types, &tb, &tt) || tb != b || tt != t)) ||
+        (dec_j && (!json_int_matrix(dec_j, &dec, &db, &dt) || db != b))) {
         report(r, "forward", index, backend, 0, -1,
-               "reference: attention_mask/token_type_ids do not match input_ids");
+               "reference: attention_mask/token_type_ids/decoder_input_ids do not match "
+               "input_ids");
         free(ids);
         free(mask);
         free(types);
+        free(dec);
         return;
     }
 
     tp_model_input in = {.struct_size = sizeof in, .batch = b, .seq_len = t, .input_ids = ids,
-                         .attention_mask = mask, .token_type_ids = types};
-    tp_tensor *out = NULL;
+                         .attention_mask = mask, .token_type_ids = types,
+                         .decoder_input_ids = dec, .decoder_seq_len = dt};
+    tp_tensor *out = NULL, *enc_out = NULL;
     tp_error err = {0};
     if (tp_model_forward(m, &in, &out, &err) != TP_OK) {
         report(r, "forward", index, backend, 0, -1, "forward: %s", err.message);
@@ -876,8 +882,20 @@ static void forward_case(run *r, long index, const char *backend, const cJSON *c
             if (!want)
                 continue;
             compared++;
-            ok = compare_output(FORWARD_OUTPUTS[o], want, out, mask, b, t, &worst, msg,
-                                sizeof msg);
+            ok = compare_output(FORWARD_OUTPUTS[o], want, out, dec ? NULL : mask, b,
+                                dec ? dt : t, &worst, msg, sizeof msg);
+        }
+        const cJSON *want_enc = cJSON_GetObjectItemCaseSensitive(c, "encoder_last_hidden_state");
+        if (ok && dec && want_enc) {
+            in.output_hidden_states = 1;
+            compared++;
+            if (tp_model_forward(m, &in, &enc_out, &err) != TP_OK) {
+                ok = 0;
+                snprintf(msg, sizeof msg, "forward (output_hidden_states): %s", err.message);
+            } else {
+                ok = compare_output("encoder_last_hidden_state", want_enc, enc_out, mask, b, t,
+                                    &worst, msg, sizeof msg);
+            }
         }
         if (ok && !compared) {
             ok = 0;
@@ -886,9 +904,11 @@ static void forward_case(run *r, long index, const char *backend, const cJSON *c
         report(r, "forward", index, backend, ok, worst, "%s", msg);
     }
     tp_tensor_free(out);
+    tp_tensor_free(enc_out);
     free(ids);
     free(mask);
     free(types);
+    free(dec);
 }
 
 /* `forward` is one case (an object) in today's fixtures; a list is accepted too. */
@@ -1012,6 +1032,216 @@ static void run_pipeline_cases(run *r, const cJSON *cases, const char *backend)
     }
 }
 
+/* ------------------------------------------------------------ qa cases */
+
+/* One window of a qa case's `spans` (what transformers 4 fed its model) against
+ * row `w` of tpipe's encoding: input_ids, offsets and p_mask exactly, and the start
+ * and end logits of tp_model_forward on that window alone within TOLERANCE. */
+static int qa_window_check(tp_model *m, tp_tokenizer *tok, const tp_encoding *enc, size_t w,
+                           const cJSON *sp, double *worst, char *msg, size_t size)
+{
+    size_t n = tp_encoding_length(enc, w);
+    const int32_t *ids = tp_encoding_ids(enc, w), *seq = tp_encoding_sequence_ids(enc, w);
+    const int32_t *offs = tp_encoding_offsets(enc, w);
+    int32_t *want_ids = NULL, *want_offs = NULL, *want_pm = NULL, *pm = NULL;
+    size_t wn = 0, pn = 0;
+    int orows = 0, ocols = 0, ok = 0;
+    const cJSON *sl = cJSON_GetObjectItemCaseSensitive(sp, "start_logits");
+    const cJSON *el = cJSON_GetObjectItemCaseSensitive(sp, "end_logits");
+    char name[64];
+    tp_tensor *out = NULL;
+    if (!json_int_list(cJSON_GetObjectItemCaseSensitive(sp, "input_ids"), &want_ids, &wn) ||
+        !json_int_list(cJSON_GetObjectItemCaseSensitive(sp, "p_mask"), &want_pm, &pn) ||
+        !json_int_matrix(cJSON_GetObjectItemCaseSensitive(sp, "offsets"), &want_offs, &orows,
+                         &ocols) || ocols != 2 || (size_t)orows != wn || pn != wn ||
+        cJSON_GetArraySize(sl) != (int)wn || cJSON_GetArraySize(el) != (int)wn) {
+        snprintf(msg, size, "reference: spans[%zu] is not {input_ids, offsets, p_mask, "
+                 "start_logits, end_logits} of one length", w);
+        goto done;
+    }
+    snprintf(name, sizeof name, "spans[%zu].input_ids", w);
+    if (!compare_ints(name, ids, n, want_ids, wn, msg, size))
+        goto done;
+    snprintf(name, sizeof name, "spans[%zu].offsets", w);
+    if (!compare_ints(name, offs, 2 * n, want_offs, 2 * wn, msg, size))
+        goto done;
+    /* transformers 4's p_mask: everything but the context, the CLS token kept */
+    int32_t cls = tp_tokenizer_special_id(tok, "cls");
+    pm = malloc((n ? n : 1) * sizeof *pm);
+    if (!pm) {
+        snprintf(msg, size, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        pm[i] = seq[i] != 1 && !(cls >= 0 && ids[i] == cls);
+    snprintf(name, sizeof name, "spans[%zu].p_mask", w);
+    if (!compare_ints(name, pm, n, want_pm, wn, msg, size))
+        goto done;
+
+    tp_model_input in = {.struct_size = sizeof in, .batch = 1, .seq_len = (int)n,
+                         .input_ids = ids, .token_type_ids = tp_encoding_type_ids(enc, w)};
+    tp_error err = {0};
+    if (tp_model_forward(m, &in, &out, &err) != TP_OK) {
+        snprintf(msg, size, "spans[%zu]: forward: %s", w, err.message);
+        goto done;
+    }
+    const float *got = tp_tensor_f32(out);
+    if (!got || tp_tensor_ndim(out) != 3 || tp_tensor_dim(out, 1) != (int64_t)n ||
+        tp_tensor_dim(out, 2) != 2) {
+        snprintf(msg, size, "spans[%zu]: the model gave no [1, %zu, 2] fp32 logits", w, n);
+        goto done;
+    }
+    for (int col = 0; col < 2; col++) {
+        const cJSON *want = col ? el : sl;
+        for (size_t i = 0; i < n; i++) {
+            const cJSON *x = cJSON_GetArrayItem(want, (int)i);
+            double d = cJSON_IsNumber(x) ? fabs((double)got[2 * i + col] - x->valuedouble) : INFINITY;
+            if (d > *worst)
+                *worst = d;
+            if (!(d <= TOLERANCE)) {
+                snprintf(msg, size, "spans[%zu].%s[%zu]: got %.6g, want %.6g", w,
+                         col ? "end_logits" : "start_logits", i, (double)got[2 * i + col],
+                         cJSON_IsNumber(x) ? x->valuedouble : NAN);
+                goto done;
+            }
+        }
+    }
+    ok = 1;
+done:
+    tp_tensor_free(out);
+    free(want_ids);
+    free(want_offs);
+    free(want_pm);
+    free(pm);
+    return ok;
+}
+
+/* The windows of a qa case with `spans`: the question and context cut the way
+ * transformers 4 cuts them (only_second, max_seq_len, doc_stride, with its
+ * defaults), each window checked by qa_window_check. */
+static int qa_spans_check(run *r, const cJSON *c, const cJSON *spans, double *worst, char *msg,
+                          size_t size)
+{
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(c, "question");
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(c, "context");
+    const cJSON *kw = cJSON_GetObjectItemCaseSensitive(c, "kwargs");
+    if (!cJSON_IsString(q) || !cJSON_IsString(ctx) || !cJSON_IsArray(spans)) {
+        snprintf(msg, size, "reference: spans need one question and one context");
+        return 0;
+    }
+    const char *why;
+    tp_model *m = backend_model(r, &why);
+    if (!m) {
+        snprintf(msg, size, "spans: model: %s", why);
+        return 0;
+    }
+    tp_tokenizer *tok = NULL;
+    tp_encoding *enc = NULL;
+    tp_error err = {0};
+    int ok = 0;
+    if (tp_tokenizer_new(r->fx->dir, TP_TOKENIZER_AUTO, &tok, &err) != TP_OK) {
+        snprintf(msg, size, "spans: tokenizer: %s", err.message);
+        return 0;
+    }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(kw, "max_seq_len");
+    int mml = tp_tokenizer_model_max_length(tok);
+    int max_seq_len = cJSON_IsNumber(v) ? v->valueint : mml > 0 && mml < 384 ? mml : 384;
+    v = cJSON_GetObjectItemCaseSensitive(kw, "doc_stride");
+    int stride = cJSON_IsNumber(v) ? v->valueint : max_seq_len / 2 < 128 ? max_seq_len / 2 : 128;
+    tp_encode_options o;
+    tp_encode_options_init(&o);
+    o.truncation = TP_TRUNCATE_ONLY_SECOND;
+    o.max_length = max_seq_len;
+    o.stride = stride;
+    o.return_overflowing = 1;
+    const char *texts[1] = {q->valuestring}, *pairs[1] = {ctx->valuestring};
+    if (tp_tokenizer_encode(tok, texts, pairs, 1, &o, &enc, &err) != TP_OK) {
+        snprintf(msg, size, "spans: encode: %s", err.message);
+        goto done;
+    }
+    size_t rows = tp_encoding_rows(enc);
+    if (rows != (size_t)cJSON_GetArraySize(spans)) {
+        snprintf(msg, size, "spans: %zu windows, want %d", rows, cJSON_GetArraySize(spans));
+        goto done;
+    }
+    for (size_t w = 0; w < rows; w++)
+        if (!qa_window_check(m, tok, enc, w, cJSON_GetArrayItem(spans, (int)w), worst, msg, size))
+            goto done;
+    ok = 1;
+done:
+    tp_encoding_free(enc);
+    tp_tokenizer_free(tok);
+    return ok;
+}
+
+/* Extractive QA with transformers 4's semantics: {question, context, kwargs, output,
+ * spans} = pipeline("question-answering")(question=..., context=..., **kwargs). The
+ * request is {"inputs": {"question", "context"}, "parameters": kwargs} (question may
+ * be a list); the answer must equal `output`, and where `spans` is given each window
+ * must too (one case either way). */
+static void run_qa_cases(run *r, const cJSON *cases, const char *backend)
+{
+    long i = -1;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) {
+        i++;
+        char msg[MSG_MAX] = "";
+        const cJSON *output = cJSON_GetObjectItemCaseSensitive(c, "output");
+        const cJSON *spans = cJSON_GetObjectItemCaseSensitive(c, "spans");
+        cJSON *args = cJSON_CreateArray();
+        cJSON_AddItemToArray(args, cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(c, "question"), 1));
+        cJSON_AddItemToArray(args, cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(c, "context"), 1));
+        if (!output || cJSON_GetArraySize(args) != 2) {
+            report(r, "qa", i, backend, 0, -1, "reference: a case needs question, context and output");
+            cJSON_Delete(args);
+            continue;
+        }
+        const char *why;
+        tp_pipeline *p = backend_pipeline(r, "question-answering", &why);
+        char *request = p ? build_request("question-answering", args, cJSON_GetObjectItemCaseSensitive(c, "kwargs"),
+                                          msg, sizeof msg)
+                          : NULL;
+        cJSON_Delete(args);
+        if (!p) {
+            report(r, "qa", i, backend, 0, -1, "pipeline 'question-answering': %s", why);
+            continue;
+        }
+        if (!request) {
+            report(r, "qa", i, backend, 0, -1, "%s", msg);
+            continue;
+        }
+        char *response = NULL;
+        tp_error err = {0};
+        double worst = -1;
+        int ok = 0;
+        if (tp_pipeline_run(p, request, &response, &err) != TP_OK) {
+            snprintf(msg, sizeof msg, "run: %s", err.message);
+        } else {
+            cJSON *got = cJSON_Parse(response);
+            if (!got)
+                snprintf(msg, sizeof msg, "response is not JSON: %.80s", response);
+            else
+                ok = json_compare(got, output, TOLERANCE, &worst, msg, sizeof msg);
+            cJSON_Delete(got);
+        }
+        /* the windows are checked even when the answer differs: they say why */
+        if (cJSON_IsArray(spans)) {
+            char smsg[MSG_MAX];
+            double sworst = worst > 0 ? worst : 0.0;
+            int sok = qa_spans_check(r, c, spans, &sworst, smsg, sizeof smsg);
+            worst = sworst;
+            if (ok && !sok)
+                snprintf(msg, sizeof msg, "%s", smsg);
+            else if (!ok && !sok && strlen(msg) + 8 < sizeof msg)
+                snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; %s", smsg);
+            ok = ok && sok;
+        }
+        report(r, "qa", i, backend, ok, worst, "%s", msg);
+        tp_free(response);
+        cJSON_free(request);
+    }
+}
+
 /* ------------------------------------------------------------ heldout cases */
 
 /* The demo's held-out set: pipeline(task)(text, **heldout.kwargs) per case. The
@@ -1101,11 +1331,12 @@ static void run_fixture(run *r, const fixture *fx)
         kind_selected(r, "pipeline") ? cJSON_GetObjectItemCaseSensitive(ref, "pipeline") : NULL;
     const cJSON *heldout =
         kind_selected(r, "heldout") ? cJSON_GetObjectItemCaseSensitive(ref, "heldout") : NULL;
+    const cJSON *qa = kind_selected(r, "qa") ? cJSON_GetObjectItemCaseSensitive(ref, "qa") : NULL;
 
     if (cJSON_IsArray(tokenizer))
         run_tokenizer_cases(r, tokenizer);
 
-    if (forward || cJSON_IsArray(pipeline) || cJSON_IsObject(heldout)) {
+    if (forward || cJSON_IsArray(pipeline) || cJSON_IsObject(heldout) || cJSON_IsArray(qa)) {
         for (size_t b = 0; b < r->n_backends; b++) {
             const char *backend = r->backends[b];
             tp_error err = {0};
@@ -1121,6 +1352,8 @@ static void run_fixture(run *r, const fixture *fx)
                 run_pipeline_cases(r, pipeline, backend);
             if (cJSON_IsObject(heldout))
                 run_heldout_cases(r, heldout, backend);
+            if (cJSON_IsArray(qa))
+                run_qa_cases(r, qa, backend);
             backend_objects_free(r);
         }
     }
@@ -1130,7 +1363,7 @@ static void run_fixture(run *r, const fixture *fx)
         const char *key = item->string;
         if (strcmp(key, "tokenizer") == 0 || strcmp(key, "forward") == 0 ||
             strcmp(key, "pipeline") == 0 || strcmp(key, "heldout") == 0 ||
-            is_metadata_key(key) || !kind_selected(r, key))
+            strcmp(key, "qa") == 0 || is_metadata_key(key) || !kind_selected(r, key))
             continue;
         if (cJSON_IsArray(item))
             run_unsupported_cases(r, key, item);
