@@ -5,6 +5,7 @@
  *   tpipe run TASK --model DIR [...] [TEXT...]   one request, JSON on stdout
  *   tpipe plugins | backends                     what the runtime loaded or refused
  *   tpipe tokenize | detokenize                  the model's tokenizer alone
+ *   tpipe bench --model DIR [...]                latency and throughput of a model
  *
  * Contract: stdout carries only the result (JSON for run/tokenize); a failure prints
  * one line "tpipe: <message>" on stderr, nothing on stdout, and exits 1 (2 for a
@@ -16,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <tpipe/tpipe.h>
@@ -23,11 +27,12 @@
 enum { EXIT_ERROR = 1, EXIT_USAGE = 2 };
 
 typedef enum command {
-    CMD_NONE = 0, CMD_RUN, CMD_PLUGINS, CMD_BACKENDS, CMD_TOKENIZE, CMD_DETOKENIZE, CMD_COUNT
+    CMD_NONE = 0, CMD_RUN, CMD_PLUGINS, CMD_BACKENDS, CMD_TOKENIZE, CMD_DETOKENIZE, CMD_BENCH,
+    CMD_COUNT
 } command;
 
 static const char *const command_names[CMD_COUNT] = {
-    "", "run", "plugins", "backends", "tokenize", "detokenize",
+    "", "run", "plugins", "backends", "tokenize", "detokenize", "bench",
 };
 
 /* Everything the command line said, parsed in one place (parse_args). */
@@ -43,6 +48,9 @@ typedef struct cli {
     size_t n_inputs;
     const char **args;   /* positional arguments after the subcommand */
     size_t n_args;
+    /* bench */
+    const char *task;
+    int batch, seq, iters, warmup, warmup_given, json_out;
 } cli;
 
 /* ------------------------------------------------------------------ help */
@@ -65,6 +73,7 @@ static const char main_help[] =
     "                                                  turn token ids back into text\n"
     "  tpipe plugins                                   list task plugins (and refused ones)\n"
     "  tpipe backends                                  list compute backends (and refused ones)\n"
+    "  tpipe bench --model DIR [options]               measure a model's latency and throughput\n"
     "  tpipe --version                                 print the version\n"
     "  tpipe COMMAND --help                            help on one command\n"
     "\n"
@@ -158,8 +167,42 @@ static const char backends_help[] =
     "with *). Refused backends are listed with the reason (a missing library, an ABI\n"
     "mismatch...). Searched: the installed backend directory and TPIPE_BACKEND_PATH.\n";
 
+static const char bench_help[] =
+    "Usage: tpipe bench --model DIR [--task TASK] [--backend NAME] [--threads N]\n"
+    "                   [--batch B] [--seq T] [--iters N] [--warmup N] [--json]\n"
+    "\n"
+    "Measures a model on B synthetic texts of exactly T tokens each (one common word\n"
+    "repeated; for question-answering a short question and a long context, for\n"
+    "fill-mask one [MASK]-style token in the middle):\n"
+    "  forward    the model alone (tp_model_forward on the padded batch)\n"
+    "  pipeline   the whole task pipeline (tp_pipeline_run with the B texts as one\n"
+    "             request: tokenization, forward and post-processing)\n"
+    "Each is run N times after the warm-up runs; reported: median and p90 latency per\n"
+    "iteration, sequences/s and tokens/s (from the median), the model load time\n"
+    "(tp_model_new: config, mapping and checks of the weights), the size of\n"
+    "model.safetensors and the peak resident memory of the process.\n"
+    "\n"
+    "  --model DIR      model directory\n"
+    "  --task TASK      the pipeline to time; default: the model's own (text-classification\n"
+    "                   for a sequence-classification head, token-classification,\n"
+    "                   question-answering, fill-mask, or feature-extraction for a base model)\n"
+    "  --backend NAME   compute backend (`tpipe backends`); default: the fastest loaded\n"
+    "  --threads N      compute threads of the backend; 0 (default) uses every core\n"
+    "  --batch B        texts per iteration (default 1)\n"
+    "  --seq T          tokens per text, special tokens included (default 128)\n"
+    "  --iters N        timed iterations of each measurement (default 10)\n"
+    "  --warmup N       untimed iterations first (default 2)\n"
+    "  --json           print one JSON object instead of a table\n"
+    "\n"
+    "When no --task is given and no plugin serves the model's own task, the forward is\n"
+    "still measured and the pipeline row says why (\"pipeline\": null and\n"
+    "\"pipeline_error\" in JSON).\n"
+    "\n"
+    "Example:\n"
+    "  tpipe bench --model models/spam-filter --backend openblas --threads 2 --batch 16\n";
+
 static const char *const command_help[CMD_COUNT] = {
-    main_help, run_help, plugins_help, backends_help, tokenize_help, detokenize_help,
+    main_help, run_help, plugins_help, backends_help, tokenize_help, detokenize_help, bench_help,
 };
 
 /* ------------------------------------------------------------------ errors */
@@ -208,15 +251,23 @@ typedef struct option_spec {
 #define ON(c) (1u << (c))
 
 static const option_spec options[] = {
-    {"--model", OPT_VALUE, ON(CMD_RUN) | ON(CMD_TOKENIZE) | ON(CMD_DETOKENIZE)},
-    {"--backend", OPT_VALUE, ON(CMD_RUN)},
-    {"--threads", OPT_VALUE, ON(CMD_RUN)},
+    {"--model", OPT_VALUE, ON(CMD_RUN) | ON(CMD_TOKENIZE) | ON(CMD_DETOKENIZE) | ON(CMD_BENCH)},
+    {"--backend", OPT_VALUE, ON(CMD_RUN) | ON(CMD_BENCH)},
+    {"--threads", OPT_VALUE, ON(CMD_RUN) | ON(CMD_BENCH)},
     {"--param", OPT_VALUE, ON(CMD_RUN)},
     {"--input", OPT_VALUE, ON(CMD_RUN)},
     {"--json", OPT_VALUE, ON(CMD_RUN)},
     {"--pair", OPT_VALUE, ON(CMD_TOKENIZE)},
     {"--no-special", 0, ON(CMD_TOKENIZE)},
     {"--keep-special", 0, ON(CMD_DETOKENIZE)},
+    /* bench; its --json is a flag, unlike run's (parse_args picks the entry that
+     * applies to the command) */
+    {"--task", OPT_VALUE, ON(CMD_BENCH)},
+    {"--batch", OPT_VALUE, ON(CMD_BENCH)},
+    {"--seq", OPT_VALUE, ON(CMD_BENCH)},
+    {"--iters", OPT_VALUE, ON(CMD_BENCH)},
+    {"--warmup", OPT_VALUE, ON(CMD_BENCH)},
+    {"--json", 0, ON(CMD_BENCH)},
 };
 
 static int usage_error(char *msg, size_t cap, const char *fmt, ...)
@@ -243,7 +294,19 @@ static int set_option(cli *c, const char *name, const char *value, char *msg, si
 {
     if (strcmp(name, "--model") == 0) c->model = value;
     else if (strcmp(name, "--backend") == 0) c->backend = value;
+    else if (strcmp(name, "--json") == 0 && !value) c->json_out = 1; /* bench's flag */
     else if (strcmp(name, "--json") == 0) c->json = value;
+    else if (strcmp(name, "--task") == 0) c->task = value;
+    else if (strcmp(name, "--batch") == 0 || strcmp(name, "--seq") == 0 ||
+             strcmp(name, "--iters") == 0) {
+        int *dst = name[2] == 'b' ? &c->batch : name[2] == 's' ? &c->seq : &c->iters;
+        if (!parse_count(value, dst) || *dst == 0)
+            return usage_error(msg, cap, "%s wants a number >= 1, got '%s'", name, value);
+    } else if (strcmp(name, "--warmup") == 0) {
+        if (!parse_count(value, &c->warmup))
+            return usage_error(msg, cap, "--warmup wants a number >= 0, got '%s'", value);
+        c->warmup_given = 1;
+    }
     else if (strcmp(name, "--pair") == 0) c->pair = value;
     else if (strcmp(name, "--no-special") == 0) c->no_special = 1;
     else if (strcmp(name, "--keep-special") == 0) c->keep_special = 1;
@@ -310,7 +373,8 @@ static int parse_args(int argc, char **argv, cli *c, char *msg, size_t cap)
         size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
         const option_spec *spec = NULL;
         for (size_t k = 0; k < sizeof options / sizeof options[0]; k++)
-            if (strlen(options[k].name) == name_len && strncmp(options[k].name, a, name_len) == 0)
+            if (strlen(options[k].name) == name_len && strncmp(options[k].name, a, name_len) == 0 &&
+                (!spec || (options[k].commands & ON(c->cmd))))
                 spec = &options[k];
         if (!spec || c->cmd == CMD_NONE)
             return usage_error(msg, cap, "unknown option '%.*s'%s%s (try tpipe %s%s--help)",
@@ -334,10 +398,11 @@ static int parse_args(int argc, char **argv, cli *c, char *msg, size_t cap)
     if (c->cmd == CMD_NONE) return usage_error(msg, cap, "no command given (try tpipe --help)");
 
     /* what each command needs */
-    if ((c->cmd == CMD_RUN || c->cmd == CMD_TOKENIZE || c->cmd == CMD_DETOKENIZE) && !c->model)
+    if ((c->cmd == CMD_RUN || c->cmd == CMD_TOKENIZE || c->cmd == CMD_DETOKENIZE ||
+         c->cmd == CMD_BENCH) && !c->model)
         return usage_error(msg, cap, "%s needs --model DIR (try tpipe %s --help)",
                            command_names[c->cmd], command_names[c->cmd]);
-    if ((c->cmd == CMD_PLUGINS || c->cmd == CMD_BACKENDS) && c->n_args)
+    if ((c->cmd == CMD_PLUGINS || c->cmd == CMD_BACKENDS || c->cmd == CMD_BENCH) && c->n_args)
         return usage_error(msg, cap, "%s takes no arguments, got '%s'", command_names[c->cmd],
                            c->args[0]);
     if (c->cmd == CMD_RUN && c->n_args == 0)
@@ -690,6 +755,402 @@ static int cmd_detokenize(const cli *c)
     return rc;
 }
 
+/* ------------------------------------------------------------------ bench */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Latencies of the timed iterations of one measurement, in milliseconds. */
+typedef struct bench_stats {
+    double median, p90, min, mean;
+} bench_stats;
+
+/* Sorts t[0..n) (n >= 1) and summarizes it; p90 is the nearest-rank percentile. */
+static bench_stats summarize(double *t, int n)
+{
+    bench_stats s = {0};
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    s.median = n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+    s.p90 = t[(9 * n + 9) / 10 - 1];
+    s.min = t[0];
+    for (int i = 0; i < n; i++) s.mean += t[i] / n;
+    return s;
+}
+
+/* The synthetic batch: `n` texts (and, for question-answering, pairs) that encode to
+ * exactly `seq` tokens each. */
+typedef struct bench_input {
+    char **texts, **pairs;
+    int n;
+    tp_encoding *enc; /* the padded encoding of the batch, for the forward */
+} bench_input;
+
+static void bench_input_free(bench_input *in)
+{
+    for (int i = 0; i < in->n; i++) {
+        if (in->texts) free(in->texts[i]);
+        if (in->pairs) free(in->pairs[i]);
+    }
+    free(in->texts);
+    free(in->pairs);
+    tp_encoding_free(in->enc);
+}
+
+/* `n` copies of `word` joined by spaces; `middle`, when set, replaces the middle one. */
+static char *repeat_word(const char *word, int n, const char *middle)
+{
+    size_t w = strlen(word), m = middle ? strlen(middle) : 0;
+    char *s = malloc((size_t)n * (w + m + 1) + 1), *p = s;
+    if (!s) return NULL;
+    for (int i = 0; i < n; i++) {
+        const char *piece = middle && i == n / 2 ? middle : word;
+        size_t len = strlen(piece);
+        if (i) *p++ = ' ';
+        memcpy(p, piece, len);
+        p += len;
+    }
+    *p = '\0';
+    return s;
+}
+
+/* Tokens in `text` (+ `pair`), special tokens included when `special`; -1 on error.
+ * `*id` gets the first token's id. */
+static int count_tokens(tp_tokenizer *tok, const char *text, const char *pair, int special,
+                        int32_t *id, tp_error *err)
+{
+    tp_encode_options o;
+    tp_encode_options_init(&o);
+    o.add_special_tokens = special;
+    tp_encoding *enc = NULL;
+    if (tp_tokenizer_encode(tok, &text, pair ? &pair : NULL, 1, &o, &enc, err) != TP_OK) return -1;
+    int n = (int)tp_encoding_length(enc, 0);
+    if (id) *id = n ? tp_encoding_ids(enc, 0)[0] : -1;
+    tp_encoding_free(enc);
+    return n;
+}
+
+/* Builds `batch` inputs of exactly `seq` tokens for `task` from one word the
+ * tokenizer keeps as one known token, and encodes them as a padded batch.
+ * Returns 0, or an exit status after printing why. */
+static int build_bench_input(tp_tokenizer *tok, const char *task, int batch, int seq,
+                             bench_input *in)
+{
+    static const char *const words[] = {"the", "hello", "and", "a", "of", "is", "it", "x"};
+    tp_error err = {0};
+    const char *word = NULL;
+    int32_t unk = tp_tokenizer_special_id(tok, "unk");
+    for (size_t i = 0; i < sizeof words / sizeof words[0] && !word; i++) {
+        int32_t id;
+        int n = count_tokens(tok, words[i], NULL, 0, &id, &err);
+        if (n < 0) return fail(&err);
+        if (n == 1 && id != unk) word = words[i];
+    }
+    if (!word) {
+        say_error("bench: the tokenizer keeps none of the words 'the', 'hello', ... as one "
+                  "token; cannot build a synthetic input");
+        return EXIT_ERROR;
+    }
+    int qa = strcmp(task, "question-answering") == 0, mask = strcmp(task, "fill-mask") == 0;
+    int specials = qa ? count_tokens(tok, word, word, 1, NULL, &err) - 2
+                      : count_tokens(tok, word, NULL, 1, NULL, &err) - 1;
+    if (specials < 0) return fail(&err);
+    int words_left = seq - specials;
+    if (words_left < (qa ? 2 : 1)) {
+        say_error("bench: --seq %d leaves no room for text besides the %d special tokens", seq,
+                  specials);
+        return EXIT_USAGE;
+    }
+    const char *mask_token = NULL;
+    if (mask) {
+        mask_token = tp_tokenizer_id_to_token(tok, tp_tokenizer_special_id(tok, "mask"));
+        if (!mask_token) {
+            say_error("bench: task fill-mask but the tokenizer has no mask token");
+            return EXIT_ERROR;
+        }
+    }
+    int q_words = words_left / 4 < 16 ? (words_left / 4 > 0 ? words_left / 4 : 1) : 16;
+    in->n = batch;
+    in->texts = calloc((size_t)batch, sizeof *in->texts);
+    in->pairs = qa ? calloc((size_t)batch, sizeof *in->pairs) : NULL;
+    if (!in->texts || (qa && !in->pairs)) {
+        say_error("out of memory building the synthetic input");
+        return EXIT_ERROR;
+    }
+    tp_encode_options o;
+    tp_encode_options_init(&o);
+    o.padding = TP_PAD_LONGEST;
+    /* A word next to a mask token may merge with it or lose its space (RoBERTa's
+     * <mask> takes the space before it): correct the word count by what the
+     * encoding says, a few times at most. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int nomem = 0;
+        for (int i = 0; i < batch && !nomem; i++) {
+            free(in->texts[i]);
+            if (qa) {
+                free(in->pairs[i]);
+                in->texts[i] = repeat_word(word, q_words, NULL);
+                in->pairs[i] = repeat_word(word, words_left - q_words, NULL);
+                nomem = !in->texts[i] || !in->pairs[i];
+            } else {
+                in->texts[i] = repeat_word(word, words_left, mask_token);
+                nomem = !in->texts[i];
+            }
+        }
+        if (nomem) {
+            say_error("out of memory building the synthetic input");
+            return EXIT_ERROR;
+        }
+        tp_encoding_free(in->enc);
+        in->enc = NULL;
+        if (tp_tokenizer_encode(tok, (const char *const *)in->texts,
+                                (const char *const *)in->pairs, (size_t)batch, &o, &in->enc,
+                                &err) != TP_OK)
+            return fail(&err);
+        int got = (int)tp_encoding_length(in->enc, 0);
+        if (got == seq) break;
+        words_left += seq - got;
+        if (words_left < (qa ? q_words + 1 : 1)) break;
+    }
+    for (size_t r = 0; r < tp_encoding_rows(in->enc); r++)
+        if (tp_encoding_length(in->enc, r) != (size_t)seq) {
+            say_error("bench: the synthetic text encodes to %zu tokens, not --seq %d",
+                      tp_encoding_length(in->enc, r), seq);
+            return EXIT_ERROR;
+        }
+    return 0;
+}
+
+/* The task a model's head is made for, as transformers' pipeline() would pick it. */
+static const char *natural_task(const tp_model *m)
+{
+    switch (tp_model_head(m)) {
+    case TP_HEAD_NONE: return "feature-extraction";
+    case TP_HEAD_SEQUENCE_CLASSIFICATION: return "text-classification";
+    case TP_HEAD_TOKEN_CLASSIFICATION: return "token-classification";
+    case TP_HEAD_QUESTION_ANSWERING: return "question-answering";
+    case TP_HEAD_MASKED_LM: return "fill-mask";
+    default: return NULL;
+    }
+}
+
+/* {"inputs": [...]} with every text of the batch (objects for question-answering). */
+static char *bench_request(const bench_input *in)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON *inputs = cJSON_AddArrayToObject(req, "inputs");
+    for (int i = 0; inputs && i < in->n; i++) {
+        cJSON *item;
+        if (in->pairs) {
+            item = cJSON_CreateObject();
+            cJSON_AddStringToObject(item, "question", in->texts[i]);
+            cJSON_AddStringToObject(item, "context", in->pairs[i]);
+        } else {
+            item = cJSON_CreateString(in->texts[i]);
+        }
+        cJSON_AddItemToArray(inputs, item);
+    }
+    char *body = inputs ? cJSON_PrintUnformatted(req) : NULL;
+    cJSON_Delete(req);
+    return body;
+}
+
+/* Runs the forward (pipeline == NULL) or the pipeline `warmup + iters` times and
+ * keeps the last `iters` latencies in t. */
+static tp_status time_runs(tp_model *m, const tp_model_input *mi, tp_pipeline *p,
+                           const char *body, int warmup, int iters, double *t, tp_error *err)
+{
+    for (int i = 0; i < warmup + iters; i++) {
+        tp_tensor *out = NULL;
+        char *response = NULL;
+        double t0 = now_ms();
+        tp_status s = p ? tp_pipeline_run(p, body, &response, err)
+                        : tp_model_forward(m, mi, &out, err);
+        double t1 = now_ms();
+        tp_tensor_free(out);
+        tp_free(response);
+        if (s != TP_OK) return s;
+        if (i >= warmup) t[i - warmup] = t1 - t0;
+    }
+    return TP_OK;
+}
+
+static cJSON *stats_json(const bench_stats *s, int batch, int seq)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "median_ms", s->median);
+    cJSON_AddNumberToObject(o, "p90_ms", s->p90);
+    cJSON_AddNumberToObject(o, "min_ms", s->min);
+    cJSON_AddNumberToObject(o, "mean_ms", s->mean);
+    cJSON_AddNumberToObject(o, "sequences_per_s", batch * 1e3 / s->median);
+    cJSON_AddNumberToObject(o, "tokens_per_s", (double)batch * seq * 1e3 / s->median);
+    return o;
+}
+
+static void stats_row(const char *name, const bench_stats *s, int batch, int seq)
+{
+    printf("%-34s %10.3f %10.3f %10.1f %12.0f\n", name, s->median, s->p90,
+           batch * 1e3 / s->median, (double)batch * seq * 1e3 / s->median);
+}
+
+static int cmd_bench(const cli *c)
+{
+    const int batch = c->batch ? c->batch : 1, seq = c->seq ? c->seq : 128;
+    const int iters = c->iters ? c->iters : 10, warmup = c->warmup_given ? c->warmup : 2;
+    tp_error err = {0}, pipe_err = {0};
+    tp_runtime *rt = NULL;
+    tp_tokenizer *tok = NULL;
+    tp_model *m = NULL;
+    tp_pipeline *p = NULL;
+    bench_input in = {0};
+    char *body = NULL;
+    char model_type[64] = "", arch[128] = "";
+    bench_stats fwd, pipe = {0};
+    double pipe_load_ms = 0;
+    int rc = 0, have_pipe = 0;
+    double *t = malloc((size_t)iters * sizeof *t);
+    if (!t) {
+        say_error("out of memory");
+        return EXIT_ERROR;
+    }
+    if (open_runtime(c, &rt, &err) != TP_OK ||
+        tp_tokenizer_new(c->model, TP_TOKENIZER_AUTO, &tok, &err) != TP_OK) {
+        rc = fail(&err);
+        goto done;
+    }
+    double t0 = now_ms();
+    if (tp_model_new(rt, c->model, &m, &err) != TP_OK) {
+        rc = fail(&err);
+        goto done;
+    }
+    double load_ms = now_ms() - t0;
+    snprintf(model_type, sizeof model_type, "%s", tp_model_type(m) ? tp_model_type(m) : "");
+    snprintf(arch, sizeof arch, "%s", tp_model_architecture(m) ? tp_model_architecture(m) : "");
+    const char *task = c->task ? c->task : natural_task(m);
+    if (!task) {
+        say_error("bench: no default task for %s; give --task", arch[0] ? arch : c->model);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if ((rc = build_bench_input(tok, task, batch, seq, &in)) != 0) goto done;
+
+    tp_model_input mi = {
+        .struct_size = sizeof mi,
+        .batch = (int)tp_encoding_rows(in.enc),
+        .seq_len = seq,
+        .input_ids = tp_encoding_ids(in.enc, 0),
+        .attention_mask = tp_encoding_attention_mask(in.enc, 0),
+        .token_type_ids = tp_encoding_type_ids(in.enc, 0),
+    };
+    if (time_runs(m, &mi, NULL, NULL, warmup, iters, t, &err) != TP_OK) {
+        rc = fail(&err);
+        goto done;
+    }
+    fwd = summarize(t, iters);
+    /* the pipeline maps its own copy: free ours first so peak RSS counts one */
+    tp_model_free(m);
+    m = NULL;
+
+    body = bench_request(&in);
+    if (!body) {
+        say_error("out of memory building the request");
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    t0 = now_ms();
+    if (tp_pipeline_new(rt, task, c->model, &p, &pipe_err) != TP_OK && c->task) {
+        rc = fail(&pipe_err); /* a task asked for by name must exist */
+        goto done;
+    }
+    if (p) {
+        pipe_load_ms = now_ms() - t0;
+        if (time_runs(NULL, NULL, p, body, warmup, iters, t, &pipe_err) == TP_OK) {
+            pipe = summarize(t, iters);
+            have_pipe = 1;
+        }
+    }
+    const char *pipe_task = p ? tp_pipeline_task(p) : task;
+
+    struct rusage ru;
+    long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/model.safetensors", c->model);
+    long long weight_bytes = stat(path, &st) == 0 ? (long long)st.st_size : -1;
+    const char *backend = tp_runtime_backend(rt);
+
+    if (c->json_out) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "tpipe_version", tp_version());
+        cJSON_AddStringToObject(o, "model", c->model);
+        cJSON_AddStringToObject(o, "model_type", model_type);
+        cJSON_AddStringToObject(o, "architecture", arch);
+        cJSON_AddStringToObject(o, "task", pipe_task);
+        cJSON_AddStringToObject(o, "backend", backend ? backend : "");
+        cJSON_AddNumberToObject(o, "threads", c->threads);
+        cJSON_AddNumberToObject(o, "batch", batch);
+        cJSON_AddNumberToObject(o, "seq", seq);
+        cJSON_AddNumberToObject(o, "iters", iters);
+        cJSON_AddNumberToObject(o, "warmup", warmup);
+        cJSON_AddNumberToObject(o, "load_ms", load_ms);
+        if (weight_bytes >= 0) cJSON_AddNumberToObject(o, "weight_bytes", (double)weight_bytes);
+        else cJSON_AddNullToObject(o, "weight_bytes");
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss);
+        cJSON_AddItemToObject(o, "forward", stats_json(&fwd, batch, seq));
+        if (have_pipe) {
+            cJSON_AddItemToObject(o, "pipeline", stats_json(&pipe, batch, seq));
+            cJSON_AddNumberToObject(o, "pipeline_load_ms", pipe_load_ms);
+        } else {
+            cJSON_AddNullToObject(o, "pipeline");
+            cJSON_AddStringToObject(o, "pipeline_error", pipe_err.message[0]
+                                                             ? pipe_err.message
+                                                             : tp_strerror(pipe_err.status));
+        }
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!s) {
+            say_error("out of memory printing the result");
+            rc = EXIT_ERROR;
+            goto done;
+        }
+        rc = print_result(s);
+        cJSON_free(s);
+        goto done;
+    }
+    printf("model     %s (%s %s)\n", c->model, model_type, arch);
+    printf("backend   %s, %d compute thread%s%s\n", backend ? backend : "?", c->threads,
+           c->threads == 1 ? "" : "s", c->threads ? "" : " (0: every core)");
+    printf("input     batch %d x %d tokens; %d iterations after %d warm-up\n", batch, seq, iters,
+           warmup);
+    printf("load      %.2f ms (tp_model_new); weights %.1f MB; peak RSS %.1f MB\n\n", load_ms,
+           weight_bytes >= 0 ? weight_bytes / 1e6 : 0.0, peak_rss / 1e6);
+    printf("%-34s %10s %10s %10s %12s\n", "", "median ms", "p90 ms", "seq/s", "tokens/s");
+    stats_row("forward", &fwd, batch, seq);
+    char name[64];
+    snprintf(name, sizeof name, "pipeline (%s)", pipe_task);
+    if (have_pipe) stats_row(name, &pipe, batch, seq);
+    else printf("%-34s not measured: %s\n", name, pipe_err.message);
+    rc = finish_stdout();
+done:
+    free(body);
+    bench_input_free(&in);
+    tp_pipeline_free(p);
+    tp_model_free(m);
+    tp_tokenizer_free(tok);
+    tp_runtime_free(rt);
+    free(t);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -710,6 +1171,7 @@ int main(int argc, char **argv)
         case CMD_BACKENDS: rc = list_modules(&c, TP_MODULE_BACKEND); break;
         case CMD_TOKENIZE: rc = cmd_tokenize(&c); break;
         case CMD_DETOKENIZE: rc = cmd_detokenize(&c); break;
+        case CMD_BENCH: rc = cmd_bench(&c); break;
         default: rc = EXIT_USAGE; break;
         }
     }
