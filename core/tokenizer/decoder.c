@@ -7,6 +7,8 @@
 #include "core/error.h"
 #include "core/json_util.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/bpe_family.h"
+#include "tokenizer/spm_internal.h"
 
 void tp__decoder_free(tp__decoder *d)
 {
@@ -135,6 +137,15 @@ static const struct {
     dec_parse_fn parse;
 } kinds[] = {
     {"WordPiece", wp_from_json},
+    {"ByteLevel", tp__byte_level_decoder_from_json},
+    {"Replace", tp__replace_dec_from_json},
+    {"ByteFallback", tp__byte_fallback_dec_from_json},
+    {"Fuse", tp__fuse_dec_from_json},
+    {"Strip", tp__strip_dec_from_json},
+    {"Sequence", tp__sequence_dec_from_json},
+    {"Metaspace", tp__metaspace_dec_from_json},
+    {"BPEDecoder", tp__bpe_decoder_from_json},
+    {"CTC", tp__ctc_decoder_from_json},
 };
 
 tp_status tp__decoder_from_json(const cJSON *j, const char *what, tp__decoder **out,

@@ -13,6 +13,8 @@
 #include "core/error.h"
 #include "core/json_util.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/bpe_family.h"
+#include "tokenizer/spm_internal.h"
 
 const char *tp__config_token_string(const cJSON *v)
 {
@@ -81,6 +83,11 @@ static tp_status add_special(tp_tokenizer *tok, const tp__vocab *vocab, const ch
 tp_status tp__tokenizer_load_legacy(tp_tokenizer *tok, const char *dir, const cJSON *config,
                                     tp_error *err)
 {
+    if (file_exists(dir, "vocab.json") && file_exists(dir, "merges.txt"))
+        return tp__bpe_load_legacy(tok, dir, config, err);
+    if (!file_exists(dir, "vocab.txt") &&
+        (file_exists(dir, "source.spm") || file_exists(dir, "spiece.model")))
+        return tp__spm_load_legacy(tok, dir, config, err);
     if (!file_exists(dir, "vocab.txt")) {
         static const char *const others[] = {"vocab.json", "spiece.model", "sentencepiece.bpe.model",
                                              "source.spm", "tokenizer.model"};

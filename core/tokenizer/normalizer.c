@@ -8,6 +8,8 @@
 #include "core/error.h"
 #include "core/json_util.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/bpe_family.h"
+#include "tokenizer/spm_internal.h"
 
 static void swap_nstr(tp__nstr *a, tp__nstr *b)
 {
@@ -325,6 +327,13 @@ static const struct {
     {"StripAccents", strip_from_json},
     {"NFD", nfd_from_json},
     {"Sequence", seq_from_json},
+    {"Prepend", tp__prepend_from_json},
+    {"Replace", tp__replace_norm_from_json},
+    {"Precompiled", tp__precompiled_from_json},
+    {"NFC", tp__unicode_norm_from_json},
+    {"NFKC", tp__unicode_norm_from_json},
+    {"NFKD", tp__unicode_norm_from_json},
+    {"Strip", tp__strip_norm_from_json},
 };
 
 tp_status tp__normalizer_from_json(const cJSON *j, const char *what, tp__normalizer **out,

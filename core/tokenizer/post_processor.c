@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/json_util.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/bpe_family.h"
 
 typedef struct template_pp {
     tp__post_processor base;
@@ -219,6 +220,9 @@ static const struct {
 } kinds[] = {
     {"TemplateProcessing", template_from_json},
     {"BertProcessing", bert_from_json},
+    {"RobertaProcessing", tp__roberta_from_json},
+    {"ByteLevel", tp__byte_level_pp_from_json},
+    {"Sequence", tp__sequence_pp_from_json},
 };
 
 tp_status tp__post_processor_from_json(const cJSON *j, const char *what,

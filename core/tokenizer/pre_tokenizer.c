@@ -8,6 +8,8 @@
 #include "core/error.h"
 #include "core/json_util.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/bpe_family.h"
+#include "tokenizer/spm_internal.h"
 
 void tp__pre_tokenizer_free(tp__pre_tokenizer *p)
 {
@@ -181,6 +183,12 @@ static const struct {
     {"BertPreTokenizer", bert_from_json},
     {"WhitespaceSplit", ws_from_json},
     {"Sequence", seq_from_json},
+    {"ByteLevel", tp__byte_level_pre_from_json},
+    {"Split", tp__split_from_json},
+    {"Metaspace", tp__metaspace_pre_from_json},
+    {"Whitespace", tp__whitespace_pre_from_json},
+    {"Digits", tp__digits_pre_from_json},
+    {"Punctuation", tp__punctuation_pre_from_json},
 };
 
 tp_status tp__pre_tokenizer_from_json(const cJSON *j, const char *what,

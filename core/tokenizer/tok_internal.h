@@ -229,6 +229,11 @@ typedef struct tp__post_processor_ops {
 } tp__post_processor_ops;
 struct tp__post_processor {
     const tp__post_processor_ops *ops;
+    /* Optional (NULL: none), appended for byte-level BPE: adjusts the code point
+     * offsets of one sequence (seq->offs) in place from its tokens (w->toks over the
+     * arena text), as tokenizers' trim_offsets does. Called once per sequence at
+     * the end of encoding it, before truncation. */
+    void (*process_offsets)(const tp__post_processor *self, const tp__work *w, tp__seq *seq);
 };
 
 /* Decoders work on a token list held as one buffer + (offset, length) pairs. */

@@ -353,6 +353,8 @@ static tp_status encode_sequence(const tp_tokenizer *tok, tp__work *w, const cha
     }
     seq->ids.len = seq->words.len = n;
     seq->offs.len = 2 * n;
+    if (tok->post_processor && tok->post_processor->process_offsets)
+        tok->post_processor->process_offsets(tok->post_processor, w, seq);
     return TP_OK;
 }
 

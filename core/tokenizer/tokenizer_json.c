@@ -9,6 +9,8 @@
 #include "core/error.h"
 #include "core/json_util.h"
 #include "tokenizer/tok_internal.h"
+#include "tokenizer/bpe_family.h"
+#include "tokenizer/spm_internal.h"
 
 typedef tp_status (*model_parse_fn)(const cJSON *, const char *, tp__model **, tp_error *);
 static const struct {
@@ -16,6 +18,8 @@ static const struct {
     model_parse_fn parse;
 } model_kinds[] = {
     {"WordPiece", tp__wordpiece_from_json},
+    {"BPE", tp__bpe_from_json},
+    {"Unigram", tp__unigram_from_json},
 };
 
 static tp_status model_from_json(const cJSON *j, const char *what, tp__model **out,
@@ -90,6 +94,8 @@ tp_status tp__tokenizer_load_json(tp_tokenizer *tok, const char *text, size_t le
     if (st == TP_OK)
         st = model_from_json(cJSON_GetObjectItemCaseSensitive(root, "model"), what, &tok->model,
                              err);
+    /* transformers 5 skips clean_up_tokenization_spaces for BPE models */
+    if (st == TP_OK && tp__is_bpe_model(tok->model)) tok->clean_up_spaces = 0;
     if (st == TP_OK)
         st = tp__normalizer_from_json(cJSON_GetObjectItemCaseSensitive(root, "normalizer"), what,
                                       &tok->normalizer, err);
