@@ -1232,8 +1232,14 @@ static void run_qa_cases(run *r, const cJSON *cases, const char *backend)
             worst = sworst;
             if (ok && !sok)
                 snprintf(msg, sizeof msg, "%s", smsg);
-            else if (!ok && !sok && strlen(msg) + 8 < sizeof msg)
-                snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "; %s", smsg);
+            else if (!ok && !sok && strlen(msg) + 8 < sizeof msg) {
+                /* append what fits: the answer's difference comes first */
+                size_t used = strlen(msg), room = sizeof msg - used - 1;
+                size_t add = strlen(smsg) + 2 < room ? strlen(smsg) + 2 : room;
+                memcpy(msg + used, "; ", add < 2 ? add : 2);
+                if (add > 2) memcpy(msg + used + 2, smsg, add - 2);
+                msg[used + add] = '\0';
+            }
             ok = ok && sok;
         }
         report(r, "qa", i, backend, ok, worst, "%s", msg);

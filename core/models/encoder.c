@@ -14,6 +14,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "../error.h"
 #include "../json_util.h"
 #include "../kernels.h"
+#include "attention.h"
 
 /* Scratch buffers of one forward call. */
 typedef struct run_state {
@@ -138,30 +140,13 @@ static tp_status attention(const tp__backend *be, const tp__encoder *e, const tp
     const float scale = (float)(1.0 / sqrt((double)D));
     for (int b = 0; b < B; b++) {
         const size_t row0 = (size_t)b * T * H;
-        /* q, k, v are [T, NH*D]: head h of row b starts at column h*D, so heads are a
-         * batch with stride D and row stride H, no transposed copy needed */
-        tp_matmul_args scores = {
-            .struct_size = sizeof scores, .m = T, .n = T, .k = D,
-            .a = s->q + row0, .lda = H, .stride_a = D,
-            .b = s->k + row0, .ldb = H, .stride_b = D, .trans_b = 1,
-            .c = s->att, .ldc = T, .stride_c = (int64_t)T * T,
-            .batch = NH, .alpha = scale, .bias = NULL, .activation = TP_ACT_NONE,
+        tp__attn_args a = {
+            .n_heads = NH, .head_dim = D, .tq = T, .tk = T,
+            .q = s->q + row0, .ldq = H, .k = s->k + row0, .ldk = H, .v = s->v + row0, .ldv = H,
+            .key_mask = s->mask + (size_t)b * T, .causal_past = -1, .scale = scale,
+            .scores = s->att, .out = s->ctx + row0, .ldo = H,
         };
-        TP_TRY(tp__matmul(be, &scores, err));
-        const float *mask = s->mask + (size_t)b * T;
-        for (int r = 0; r < NH * T; r++) {
-            float *row = s->att + (size_t)r * T;
-            for (int j = 0; j < T; j++) row[j] += mask[j];
-        }
-        tp__softmax_rows(s->att, NH * T, T);
-        tp_matmul_args context = {
-            .struct_size = sizeof context, .m = T, .n = D, .k = T,
-            .a = s->att, .lda = T, .stride_a = (int64_t)T * T,
-            .b = s->v + row0, .ldb = H, .stride_b = D, .trans_b = 0,
-            .c = s->ctx + row0, .ldc = H, .stride_c = D,
-            .batch = NH, .alpha = 1.0f, .bias = NULL, .activation = TP_ACT_NONE,
-        };
-        TP_TRY(tp__matmul(be, &context, err));
+        TP_TRY(tp__attention(be, &a, err));
     }
     return TP_OK;
 }
@@ -189,15 +174,17 @@ static tp_status encode(const tp__backend *be, const tp__encoder *e, int B, int 
     return TP_OK;
 }
 
-/* The head on the final hidden state s->x, into a new tensor. */
-static tp_status head(const tp_model *m, const tp__backend *be, const tp__encoder *e, int B,
-                      int T, run_state *s, tp_tensor **out, tp_error *err) {
+/* The head `which` (the model's own, or TP_HEAD_NONE when the caller asked for the
+ * hidden states) on the final hidden state s->x, into a new tensor. */
+static tp_status head(const tp_model *m, tp_head which, const tp__backend *be,
+                      const tp__encoder *e, int B, int T, run_state *s, tp_tensor **out,
+                      tp_error *err) {
     const tp__enc_config *c = &e->c;
     const tp__enc_weights *w = &e->w;
     const int H = c->hidden, BT = B * T;
     tp_tensor *t = NULL;
     tp_status st = TP_OK;
-    switch (m->head) {
+    switch (which) {
     case TP_HEAD_SEQUENCE_CLASSIFICATION: {
         int64_t shape[2] = {B, c->num_labels};
         TP_TRY(tp__tensor_new(TP_F32, 2, shape, &t, err));
@@ -212,7 +199,7 @@ static tp_status head(const tp_model *m, const tp__backend *be, const tp__encode
     }
     case TP_HEAD_TOKEN_CLASSIFICATION:
     case TP_HEAD_QUESTION_ANSWERING: {
-        const int n = m->head == TP_HEAD_QUESTION_ANSWERING ? 2 : c->num_labels;
+        const int n = which == TP_HEAD_QUESTION_ANSWERING ? 2 : c->num_labels;
         int64_t shape[3] = {B, T, n};
         TP_TRY(tp__tensor_new(TP_F32, 3, shape, &t, err));
         st = tp__linear(be, s->x, BT, H, w->out_w, w->out_b, n, TP_ACT_NONE, t->data, err);
@@ -237,7 +224,7 @@ static tp_status head(const tp_model *m, const tp__backend *be, const tp__encode
     }
     default:
         return tp__error(err, TP_ERR_INTERNAL, "%s: head %d has no encoder forward", m->dir,
-                         (int)m->head);
+                         (int)which);
     }
     if (st != TP_OK) {
         tp_tensor_free(t);
@@ -262,7 +249,14 @@ tp_status tp__encoder_forward(const tp_model *m, const tp__backend *be, const tp
         embed(e, in, &s);
         st = encode(be, e, B, T, &s, err);
     }
-    if (st == TP_OK) st = head(m, be, e, B, T, &s, out, err);
+    /* output_hidden_states (a member newer than the first layout): the last hidden
+     * state whatever the head, as AutoModel would give for the same checkpoint */
+    const int hidden_only =
+        in->struct_size >= offsetof(tp_model_input, output_hidden_states) +
+                               sizeof in->output_hidden_states &&
+        in->output_hidden_states == 1;
+    if (st == TP_OK)
+        st = head(m, hidden_only ? TP_HEAD_NONE : m->head, be, e, B, T, &s, out, err);
     free_state(&s);
     return st;
 }

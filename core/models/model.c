@@ -15,14 +15,16 @@
 #include "../error.h"
 #include "../json_util.h"
 #include "../runtime.h"
+#include "bart.h"
 #include "encoder.h"
 
 static const tp__model_family *const families[] = {
     &tp__family_bert,
     &tp__family_distilbert,
     &tp__family_roberta,
+    &tp__family_bart,
 };
-#define SUPPORTED_TYPES "bert, distilbert, roberta"
+#define SUPPORTED_TYPES "bert, distilbert, roberta, bart"
 
 static char *join_path(const char *dir, const char *file) {
     size_t n = strlen(dir) + strlen(file) + 2;
@@ -96,7 +98,7 @@ static tp_status read_labels(tp_model *m, tp_error *err) {
 static tp_status check_architecture(const tp_model *m, tp_error *err) {
     static const char *const suffixes[] = {"Model", "ForSequenceClassification",
                                            "ForTokenClassification", "ForQuestionAnswering",
-                                           "ForMaskedLM"};
+                                           "ForMaskedLM", "ForConditionalGeneration"};
     const size_t n = strlen(m->architecture);
     if (n == 0) return TP_OK;
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
@@ -106,7 +108,7 @@ static tp_status check_architecture(const tp_model *m, tp_error *err) {
     return tp__error(err, TP_ERR_UNSUPPORTED,
                      "%s: architecture '%s' is not supported (supported: *Model, "
                      "*ForSequenceClassification, *ForTokenClassification, "
-                     "*ForQuestionAnswering, *ForMaskedLM)",
+                     "*ForQuestionAnswering, *ForMaskedLM, *ForConditionalGeneration)",
                      m->config_path, m->architecture);
 }
 
@@ -247,6 +249,12 @@ tp_status tp__model_forward(const tp_model *m, const tp__backend *be, const tp_m
                          in->batch, in->seq_len);
     if (!in->input_ids)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "model forward: input_ids is NULL");
+    if (in->struct_size >= offsetof(tp_model_input, output_hidden_states) +
+                               sizeof in->output_hidden_states &&
+        in->output_hidden_states != 0 && in->output_hidden_states != 1)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "model forward: output_hidden_states is %d, expected 0 or 1",
+                         in->output_hidden_states);
     return m->family->forward(m, be, in, out, err);
 }
 

@@ -1,0 +1,30 @@
+/* attention.h: multi-head scaled dot-product attention for one row of a batch, the
+ * step every model graph shares (encoder self-attention, decoder causal
+ * self-attention over a KV cache, cross-attention over an encoder output). Both
+ * products go through tp__matmul batched over heads, so a backend accelerates them.
+ * Pure function on caller memory: thread-safe. */
+#ifndef TP_CORE_MODELS_ATTENTION_H
+#define TP_CORE_MODELS_ATTENTION_H
+
+#include "../backend.h"
+
+/* Q, K and V hold heads side by side: head h of token t is the D floats at
+ * column h*D of row t (row stride ld*), as the q/k/v projections write them, so
+ * heads are a strided batch and no transposed copy is needed. */
+typedef struct tp__attn_args {
+    int n_heads, head_dim;      /* NH, D */
+    int tq, tk;                 /* query tokens, key tokens */
+    const float *q; int ldq;    /* [tq, ldq] */
+    const float *k; int ldk;    /* [tk, ldk] */
+    const float *v; int ldv;    /* [tk, ldv] */
+    const float *key_mask;      /* [tk] additive (0 or -FLT_MAX per key), or NULL */
+    int causal_past;            /* < 0: none; else query i sees keys j <= causal_past + i
+                                   (causal_past = tokens already in a KV cache) */
+    float scale;                /* usually 1/sqrt(D) */
+    float *scores;              /* scratch [NH * tq * tk] */
+    float *out; int ldo;        /* [tq, ldo]: softmax(q·kᵀ·scale + mask)·v per head */
+} tp__attn_args;
+
+tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err);
+
+#endif

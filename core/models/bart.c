@@ -1,0 +1,684 @@
+/* bart.c: the BART encoder-decoder (model_type "bart") and its heads, as
+ * transformers computes them in fp32 (dropout is identity at inference):
+ *
+ *   encoder: x = LN_emb(shared[id]·embed_scale + pos[t + 2])
+ *            per layer (post-LN): x = LN(x + SelfAttn(x)·Woᵀ + bo)
+ *                                 x = LN(x + act(x·W1ᵀ + b1)·W2ᵀ + b2)
+ *   decoder: y = LN_emb(shared[id]·embed_scale + pos[t + 2])
+ *            per layer: y = LN(y + CausalSelfAttn(y))
+ *                       y = LN(y + CrossAttn(y, encoder output, encoder padding mask))
+ *                       y = LN(y + FFN(y))
+ *   heads:   sequence classification: the decoder state at the LAST eos token of each
+ *            row -> dense + tanh -> out_proj (bart-large-mnli);
+ *            conditional generation: y·sharedᵀ + final_logits_bias;
+ *            BartModel: the decoder's last hidden state.
+ *
+ * The decoder is written in the shape incremental decoding needs: the encoder runs
+ * once into a bart_cache, which also holds each decoder layer's cross-attention K/V
+ * (computed once from the encoder output) and its self-attention K/V (appended by
+ * every decoder step). decoder_step() runs n new tokens per row at positions
+ * cache->len ... cache->len + n - 1 against everything already cached. The full
+ * forward below is one step of all T_dec tokens; generation (core/generate/) plugs
+ * in by keeping the cache between calls and stepping one token at a time (after
+ * reordering the cache rows between beam steps).
+ *
+ * Every dense layer goes through tp__linear and attention through tp__attention
+ * (attention.c, shared with encoder.c), so a backend accelerates them. The run state
+ * and the cache are allocated per call: forward is thread-safe on a shared model. */
+#include "bart.h"
+
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../error.h"
+#include "../json_util.h"
+#include "../kernels.h"
+#include "attention.h"
+#include "encoder.h"
+
+#define POS_OFFSET 2 /* BartLearnedPositionalEmbedding: position t is row t + 2 */
+
+typedef struct bart_config {
+    int vocab_size;       /* V */
+    int hidden;           /* H = d_model */
+    int max_positions;    /* P; the position tables have P + 2 rows */
+    int enc_layers, dec_layers;
+    int enc_heads, dec_heads;
+    int enc_ffn, dec_ffn; /* feed-forward widths */
+    tp_activation act;
+    float embed_scale;    /* sqrt(d_model) with scale_embedding, else 1 */
+    float ln_eps;         /* nn.LayerNorm's default, 1e-5 */
+    int pad_id, eos_id, decoder_start_id;
+    int num_labels;       /* L */
+} bart_config;
+
+typedef struct bart_attn {
+    const float *wq, *bq; /* [H, H], [H] */
+    const float *wk, *bk; /* [H, H], [H] */
+    const float *wv, *bv; /* [H, H], [H] */
+    const float *wo, *bo; /* [H, H], [H] out_proj */
+} bart_attn;
+
+typedef struct bart_enc_layer {
+    bart_attn self;
+    const float *ln1_g, *ln1_b; /* [H] self_attn_layer_norm */
+    const float *w1, *b1;       /* [F, H], [F] fc1 */
+    const float *w2, *b2;       /* [H, F], [H] fc2 */
+    const float *ln2_g, *ln2_b; /* [H] final_layer_norm */
+} bart_enc_layer;
+
+typedef struct bart_dec_layer {
+    bart_attn self;
+    const float *ln1_g, *ln1_b; /* [H] self_attn_layer_norm */
+    bart_attn cross;
+    const float *ln2_g, *ln2_b; /* [H] encoder_attn_layer_norm */
+    const float *w1, *b1;       /* [F, H], [F] */
+    const float *w2, *b2;       /* [H, F], [H] */
+    const float *ln3_g, *ln3_b; /* [H] final_layer_norm */
+} bart_dec_layer;
+
+typedef struct bart_weights {
+    const float *shared;                  /* [V, H] tokens of both stacks */
+    const float *enc_pos, *dec_pos;       /* [P + 2, H] */
+    const float *enc_ln_g, *enc_ln_b;     /* [H] encoder layernorm_embedding */
+    const float *dec_ln_g, *dec_ln_b;     /* [H] decoder layernorm_embedding */
+    bart_enc_layer *enc;                  /* [enc_layers] */
+    bart_dec_layer *dec;                  /* [dec_layers] */
+    const float *cls_w, *cls_b;           /* [H, H], [H] classification_head.dense */
+    const float *out_w, *out_b;           /* [L, H], [L] classification_head.out_proj */
+    const float *lm_w;                    /* [V, H] lm_head (tied: shared) */
+    const float *lm_bias;                 /* [V] final_logits_bias, or NULL (zeros) */
+} bart_weights;
+
+typedef struct bart {
+    bart_config c;
+    bart_weights w;
+} bart;
+
+/* What the decoder keeps between steps. Row b of a [B*X, H] block starts at b*X*H. */
+typedef struct bart_cache {
+    int B, S, cap, len;   /* rows, source tokens, decoder capacity, tokens cached */
+    float *enc;           /* [B*S, H] the encoder's last hidden state */
+    float *enc_mask;      /* [B*S] additive padding mask of the source */
+    float *ck, *cv;       /* [dec_layers][B*S, H] cross-attention K/V, computed once */
+    float *sk, *sv;       /* [dec_layers][B*cap, H] self-attention K/V, appended per step */
+} bart_cache;
+
+/* Scratch of one encoder pass or decoder step, sized for `rows` tokens. */
+typedef struct bart_work {
+    float *x, *q, *k, *v, *ctx, *tmp; /* [rows, H] */
+    float *ffn;                       /* [rows, F] */
+    float *att;                       /* [NH * tq * tk] scores of one batch row */
+} bart_work;
+
+/* ---------------------------------------------------------------- state */
+
+static void work_free(bart_work *w) {
+    free(w->x);
+    free(w->q);
+    free(w->k);
+    free(w->v);
+    free(w->ctx);
+    free(w->tmp);
+    free(w->ffn);
+    free(w->att);
+}
+
+static tp_status work_alloc(bart_work *w, size_t rows, size_t H, size_t F, size_t att,
+                            tp_error *err) {
+    memset(w, 0, sizeof *w);
+    w->x = malloc(rows * H * sizeof(float));
+    w->q = malloc(rows * H * sizeof(float));
+    w->k = malloc(rows * H * sizeof(float));
+    w->v = malloc(rows * H * sizeof(float));
+    w->ctx = malloc(rows * H * sizeof(float));
+    w->tmp = malloc(rows * H * sizeof(float));
+    w->ffn = malloc(rows * F * sizeof(float));
+    w->att = malloc(att * sizeof(float));
+    if (!w->x || !w->q || !w->k || !w->v || !w->ctx || !w->tmp || !w->ffn || !w->att) {
+        work_free(w);
+        return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of %zu tokens",
+                         rows);
+    }
+    return TP_OK;
+}
+
+static void cache_free(bart_cache *c) {
+    free(c->enc);
+    free(c->enc_mask);
+    free(c->ck);
+    free(c->cv);
+    free(c->sk);
+    free(c->sv);
+    memset(c, 0, sizeof *c);
+}
+
+static tp_status cache_alloc(bart_cache *c, const bart_config *cfg, int B, int S, int cap,
+                             tp_error *err) {
+    const size_t H = (size_t)cfg->hidden, L = (size_t)cfg->dec_layers ? cfg->dec_layers : 1;
+    memset(c, 0, sizeof *c);
+    c->B = B, c->S = S, c->cap = cap, c->len = 0;
+    c->enc = malloc((size_t)B * S * H * sizeof(float));
+    c->enc_mask = malloc((size_t)B * S * sizeof(float));
+    c->ck = malloc(L * B * S * H * sizeof(float));
+    c->cv = malloc(L * B * S * H * sizeof(float));
+    c->sk = malloc(L * B * cap * H * sizeof(float));
+    c->sv = malloc(L * B * cap * H * sizeof(float));
+    if (!c->enc || !c->enc_mask || !c->ck || !c->cv || !c->sk || !c->sv) {
+        cache_free(c);
+        return tp__error(err, TP_ERR_NOMEM, "out of memory for the decoder cache of a %dx%d batch",
+                         B, S);
+    }
+    return TP_OK;
+}
+
+/* ---------------------------------------------------------------- graph */
+
+/* x[rows, H] = shared[ids]·scale + pos[first + t + 2] (t restarting every `per_row`
+ * tokens), then layernorm_embedding. */
+static tp_status embed(const tp__backend *be, const bart *mdl, const int32_t *ids, int B,
+                       int per_row, int first, const float *pos, const float *ln_g,
+                       const float *ln_b, float *x, tp_error *err) {
+    const bart_config *c = &mdl->c;
+    const size_t H = (size_t)c->hidden;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < per_row; t++) {
+            const size_t i = (size_t)b * per_row + t;
+            float *xi = x + i * H;
+            const float *tok = mdl->w.shared + (size_t)ids[i] * H;
+            const float *p = pos + (size_t)(first + t + POS_OFFSET) * H;
+            for (size_t h = 0; h < H; h++) xi[h] = tok[h] * c->embed_scale + p[h];
+        }
+    return tp__layer_norm(be, x, B * per_row, (int)H, ln_g, ln_b, c->ln_eps, err);
+}
+
+/* x = LN(x + a·Woᵀ + bo), where a = w->ctx is the attention output of `rows` tokens. */
+static tp_status attn_out(const tp__backend *be, const bart_config *c, const bart_attn *a,
+                          const float *ln_g, const float *ln_b, int rows, bart_work *w,
+                          tp_error *err) {
+    const int H = c->hidden;
+    TP_TRY(tp__linear(be, w->ctx, rows, H, a->wo, a->bo, H, TP_ACT_NONE, w->tmp, err));
+    tp__add(w->tmp, w->x, (size_t)rows * H);
+    TP_TRY(tp__layer_norm(be, w->tmp, rows, H, ln_g, ln_b, c->ln_eps, err));
+    float *t = w->x;
+    w->x = w->tmp, w->tmp = t;
+    return TP_OK;
+}
+
+/* x = LN(x + act(x·W1ᵀ + b1)·W2ᵀ + b2) */
+static tp_status ffn(const tp__backend *be, const bart_config *c, int F, const float *w1,
+                     const float *b1, const float *w2, const float *b2, const float *ln_g,
+                     const float *ln_b, int rows, bart_work *w, tp_error *err) {
+    const int H = c->hidden;
+    TP_TRY(tp__linear(be, w->x, rows, H, w1, b1, F, c->act, w->ffn, err));
+    TP_TRY(tp__linear(be, w->ffn, rows, F, w2, b2, H, TP_ACT_NONE, w->tmp, err));
+    tp__add(w->tmp, w->x, (size_t)rows * H);
+    TP_TRY(tp__layer_norm(be, w->tmp, rows, H, ln_g, ln_b, c->ln_eps, err));
+    float *t = w->x;
+    w->x = w->tmp, w->tmp = t;
+    return TP_OK;
+}
+
+/* The encoder on in->input_ids into cache->enc, with the source padding mask. */
+static tp_status encode(const tp__backend *be, const bart *mdl, const tp_model_input *in,
+                        bart_cache *cache, bart_work *w, tp_error *err) {
+    const bart_config *c = &mdl->c;
+    const int B = in->batch, S = in->seq_len, H = c->hidden, BS = B * S;
+    const int NH = c->enc_heads, D = H / NH;
+    for (int i = 0; i < BS; i++)
+        cache->enc_mask[i] = (in->attention_mask && in->attention_mask[i] == 0) ? -FLT_MAX : 0.0f;
+    TP_TRY(embed(be, mdl, in->input_ids, B, S, 0, mdl->w.enc_pos, mdl->w.enc_ln_g,
+                 mdl->w.enc_ln_b, w->x, err));
+    for (int li = 0; li < c->enc_layers; li++) {
+        const bart_enc_layer *l = &mdl->w.enc[li];
+        TP_TRY(tp__linear(be, w->x, BS, H, l->self.wq, l->self.bq, H, TP_ACT_NONE, w->q, err));
+        TP_TRY(tp__linear(be, w->x, BS, H, l->self.wk, l->self.bk, H, TP_ACT_NONE, w->k, err));
+        TP_TRY(tp__linear(be, w->x, BS, H, l->self.wv, l->self.bv, H, TP_ACT_NONE, w->v, err));
+        for (int b = 0; b < B; b++) {
+            const size_t r0 = (size_t)b * S * H;
+            tp__attn_args a = {
+                .n_heads = NH, .head_dim = D, .tq = S, .tk = S,
+                .q = w->q + r0, .ldq = H, .k = w->k + r0, .ldk = H, .v = w->v + r0, .ldv = H,
+                .key_mask = cache->enc_mask + (size_t)b * S, .causal_past = -1,
+                .scale = (float)(1.0 / sqrt((double)D)),
+                .scores = w->att, .out = w->ctx + r0, .ldo = H,
+            };
+            TP_TRY(tp__attention(be, &a, err));
+        }
+        TP_TRY(attn_out(be, c, &l->self, l->ln1_g, l->ln1_b, BS, w, err));
+        TP_TRY(ffn(be, c, c->enc_ffn, l->w1, l->b1, l->w2, l->b2, l->ln2_g, l->ln2_b, BS, w,
+                   err));
+    }
+    memcpy(cache->enc, w->x, (size_t)BS * H * sizeof(float));
+    return TP_OK;
+}
+
+/* Every decoder layer's cross-attention K and V of the encoder output: once per
+ * source, whatever the number of decoder steps. */
+static tp_status cross_kv(const tp__backend *be, const bart *mdl, bart_cache *cache,
+                          tp_error *err) {
+    const int H = mdl->c.hidden, BS = cache->B * cache->S;
+    for (int li = 0; li < mdl->c.dec_layers; li++) {
+        const bart_attn *a = &mdl->w.dec[li].cross;
+        const size_t off = (size_t)li * BS * H;
+        TP_TRY(tp__linear(be, cache->enc, BS, H, a->wk, a->bk, H, TP_ACT_NONE, cache->ck + off,
+                          err));
+        TP_TRY(tp__linear(be, cache->enc, BS, H, a->wv, a->bv, H, TP_ACT_NONE, cache->cv + off,
+                          err));
+    }
+    return TP_OK;
+}
+
+/* One decoder step: n new tokens per row (ids [B*n]) at positions cache->len ...,
+ * their self-attention K/V appended to the cache; the last hidden state of the new
+ * tokens is left in w->x [B*n, H]. The caller checked ids and that len + n <= cap. */
+static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache *cache,
+                              const int32_t *ids, int n, bart_work *w, tp_error *err) {
+    const bart_config *c = &mdl->c;
+    const int B = cache->B, S = cache->S, H = c->hidden, Bn = B * n;
+    const int NH = c->dec_heads, D = H / NH, past = cache->len, total = past + n;
+    const float scale = (float)(1.0 / sqrt((double)D));
+    TP_TRY(embed(be, mdl, ids, B, n, past, mdl->w.dec_pos, mdl->w.dec_ln_g, mdl->w.dec_ln_b,
+                 w->x, err));
+    for (int li = 0; li < c->dec_layers; li++) {
+        const bart_dec_layer *l = &mdl->w.dec[li];
+        float *sk = cache->sk + (size_t)li * B * cache->cap * H;
+        float *sv = cache->sv + (size_t)li * B * cache->cap * H;
+
+        /* causal self-attention over the cached tokens and the new ones */
+        TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wq, l->self.bq, H, TP_ACT_NONE, w->q, err));
+        TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wk, l->self.bk, H, TP_ACT_NONE, w->k, err));
+        TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wv, l->self.bv, H, TP_ACT_NONE, w->v, err));
+        for (int b = 0; b < B; b++) {
+            const size_t row = (size_t)b * cache->cap * H, at = row + (size_t)past * H;
+            memcpy(sk + at, w->k + (size_t)b * n * H, (size_t)n * H * sizeof(float));
+            memcpy(sv + at, w->v + (size_t)b * n * H, (size_t)n * H * sizeof(float));
+            tp__attn_args a = {
+                .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
+                .q = w->q + (size_t)b * n * H, .ldq = H,
+                .k = sk + row, .ldk = H, .v = sv + row, .ldv = H,
+                .key_mask = NULL, .causal_past = past, .scale = scale,
+                .scores = w->att, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+            };
+            TP_TRY(tp__attention(be, &a, err));
+        }
+        TP_TRY(attn_out(be, c, &l->self, l->ln1_g, l->ln1_b, Bn, w, err));
+
+        /* cross-attention over the encoder output, source padding masked */
+        TP_TRY(tp__linear(be, w->x, Bn, H, l->cross.wq, l->cross.bq, H, TP_ACT_NONE, w->q, err));
+        const float *ck = cache->ck + (size_t)li * B * S * H;
+        const float *cv = cache->cv + (size_t)li * B * S * H;
+        for (int b = 0; b < B; b++) {
+            const size_t r0 = (size_t)b * S * H;
+            tp__attn_args a = {
+                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+                .q = w->q + (size_t)b * n * H, .ldq = H,
+                .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
+                .key_mask = cache->enc_mask + (size_t)b * S, .causal_past = -1, .scale = scale,
+                .scores = w->att, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+            };
+            TP_TRY(tp__attention(be, &a, err));
+        }
+        TP_TRY(attn_out(be, c, &l->cross, l->ln2_g, l->ln2_b, Bn, w, err));
+
+        TP_TRY(ffn(be, c, c->dec_ffn, l->w1, l->b1, l->w2, l->b2, l->ln3_g, l->ln3_b, Bn, w,
+                   err));
+    }
+    cache->len = total;
+    return TP_OK;
+}
+
+/* ---------------------------------------------------------------- heads */
+
+/* BartForSequenceClassification: the decoder state at the last eos of each row
+ * (eos positions read from input_ids, as transformers does), dense + tanh, out_proj. */
+static tp_status classify(const tp_model *m, const tp__backend *be, const bart *mdl,
+                          const tp_model_input *in, bart_work *w, tp_tensor **out,
+                          tp_error *err) {
+    const bart_config *c = &mdl->c;
+    const int B = in->batch, T = in->seq_len, H = c->hidden;
+    int count0 = -1;
+    for (int b = 0; b < B; b++) {
+        int count = 0, last = -1;
+        for (int t = 0; t < T; t++)
+            if (in->input_ids[(size_t)b * T + t] == c->eos_id) count++, last = t;
+        if (count == 0)
+            return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                             "input_ids[%d] has no eos token (id %d, config.json eos_token_id): "
+                             "%s pools the hidden state of the last eos",
+                             b, c->eos_id, m->architecture);
+        if (b == 0) count0 = count;
+        else if (count != count0)
+            return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                             "All examples must have the same number of <eos> tokens: "
+                             "input_ids[0] has %d, input_ids[%d] has %d (eos_token_id %d)",
+                             count0, b, count, c->eos_id);
+        memcpy(w->q + (size_t)b * H, w->x + ((size_t)b * T + last) * H, (size_t)H * sizeof(float));
+    }
+    int64_t shape[2] = {B, c->num_labels};
+    tp_tensor *t;
+    TP_TRY(tp__tensor_new(TP_F32, 2, shape, &t, err));
+    tp_status st = tp__linear(be, w->q, B, H, mdl->w.cls_w, mdl->w.cls_b, H, TP_ACT_TANH, w->k, err);
+    if (st == TP_OK)
+        st = tp__linear(be, w->k, B, H, mdl->w.out_w, mdl->w.out_b, c->num_labels, TP_ACT_NONE,
+                        t->data, err);
+    if (st != TP_OK) {
+        tp_tensor_free(t);
+        return st;
+    }
+    *out = t;
+    return TP_OK;
+}
+
+/* A copy of rows x [B*T, H] (or their projection on the vocabulary) as [B, T, N]. */
+static tp_status hidden_or_logits(const tp__backend *be, const bart *mdl, const float *x, int B,
+                                  int T, int lm, tp_tensor **out, tp_error *err) {
+    const int H = mdl->c.hidden, V = mdl->c.vocab_size;
+    int64_t shape[3] = {B, T, lm ? V : H};
+    tp_tensor *t;
+    TP_TRY(tp__tensor_new(TP_F32, 3, shape, &t, err));
+    tp_status st = TP_OK;
+    if (lm)
+        st = tp__linear(be, x, B * T, H, mdl->w.lm_w, mdl->w.lm_bias, V, TP_ACT_NONE, t->data,
+                        err);
+    else
+        memcpy(t->data, x, (size_t)B * T * H * sizeof(float));
+    if (st != TP_OK) {
+        tp_tensor_free(t);
+        return st;
+    }
+    *out = t;
+    return TP_OK;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static int has_member(const tp_model_input *in, size_t end) { return in->struct_size >= end; }
+#define HAS(in, member) \
+    has_member(in, offsetof(tp_model_input, member) + sizeof((in)->member))
+
+static tp_status check_ids(const tp_model *m, const bart_config *c, const char *name,
+                           const int32_t *ids, int B, int T, tp_error *err) {
+    if (T > c->max_positions)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "%s of %d tokens is longer than config.json max_position_embeddings %d",
+                         name, T, c->max_positions);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const int32_t id = ids[(size_t)b * T + t];
+            if (id < 0 || id >= c->vocab_size)
+                return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                                 "%s[%d][%d] = %d is outside the vocabulary of %s (0..%d)", name,
+                                 b, t, (int)id, m->dir, c->vocab_size - 1);
+        }
+    return TP_OK;
+}
+
+static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp_model_input *in,
+                              tp_tensor **out, tp_error *err) {
+    const bart *mdl = m->arch;
+    const bart_config *c = &mdl->c;
+    const int B = in->batch, S = in->seq_len;
+    const int hidden_states = HAS(in, output_hidden_states) && in->output_hidden_states;
+    const int32_t *dec_ids = HAS(in, decoder_seq_len) ? in->decoder_input_ids : NULL;
+    int T = dec_ids ? in->decoder_seq_len : S;
+
+    if (dec_ids && T < 1)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "model forward: decoder_seq_len is %d with decoder_input_ids given",
+                         T);
+    if (!dec_ids && !hidden_states && m->head == TP_HEAD_SEQ2SEQ_LM)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "model forward: %s needs decoder_input_ids (the decoder's tokens, "
+                         "starting with decoder_start_token_id %d)",
+                         m->architecture, c->decoder_start_id);
+    if (dec_ids && !hidden_states && m->head == TP_HEAD_SEQUENCE_CLASSIFICATION && T != S)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "model forward: decoder_seq_len %d differs from seq_len %d: %s pools "
+                         "the decoder state at the eos positions of input_ids",
+                         T, S, m->architecture);
+    if (hidden_states) T = 1; /* the encoder alone runs */
+    const int wide = c->enc_ffn > c->dec_ffn ? c->enc_ffn : c->dec_ffn;
+    const int64_t rows = (int64_t)B * (S > T ? S : T);
+    const int64_t att_e = (int64_t)c->enc_heads * S * S;
+    const int64_t att_d = (int64_t)c->dec_heads * T * (T > S ? T : S);
+    if (rows * (wide > c->hidden ? wide : c->hidden) > INT_MAX || att_e > INT_MAX ||
+        att_d > INT_MAX || (int64_t)B * T > INT_MAX / 2)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "batch of %d x %d tokens (decoder %d) is too large", B, S, T);
+    TP_TRY(check_ids(m, c, "input_ids", in->input_ids, B, S, err));
+    if (dec_ids && !hidden_states)
+        TP_TRY(check_ids(m, c, "decoder_input_ids", dec_ids, B, T, err));
+
+    int32_t *shifted = NULL;
+    bart_cache cache;
+    bart_work w;
+    TP_TRY(cache_alloc(&cache, c, B, S, T, err));
+    tp_status st = work_alloc(&w, (size_t)rows, (size_t)c->hidden, (size_t)wide,
+                              (size_t)(att_e > att_d ? att_e : att_d), err);
+    if (st != TP_OK) {
+        cache_free(&cache);
+        return st;
+    }
+    st = encode(be, mdl, in, &cache, &w, err);
+    if (st == TP_OK && hidden_states) {
+        st = hidden_or_logits(be, mdl, cache.enc, B, S, 0, out, err);
+        goto done;
+    }
+    if (st == TP_OK && !dec_ids) {
+        /* shift_tokens_right(input_ids, pad_token_id, decoder_start_token_id) */
+        shifted = malloc((size_t)B * S * sizeof *shifted);
+        if (!shifted) {
+            st = tp__error(err, TP_ERR_NOMEM, "out of memory for decoder_input_ids");
+            goto done;
+        }
+        for (int b = 0; b < B; b++) {
+            const int32_t *src = in->input_ids + (size_t)b * S;
+            int32_t *dst = shifted + (size_t)b * S;
+            dst[0] = c->decoder_start_id;
+            memcpy(dst + 1, src, (size_t)(S - 1) * sizeof *dst);
+        }
+        dec_ids = shifted;
+        st = check_ids(m, c, "decoder_input_ids", dec_ids, B, T, err);
+    }
+    if (st == TP_OK) st = cross_kv(be, mdl, &cache, err);
+    /* incremental decoding: keep `cache` and call decoder_step with n = 1 per token */
+    if (st == TP_OK) st = decoder_step(be, mdl, &cache, dec_ids, T, &w, err);
+    if (st == TP_OK) {
+        switch (m->head) {
+        case TP_HEAD_SEQUENCE_CLASSIFICATION:
+            st = classify(m, be, mdl, in, &w, out, err);
+            break;
+        case TP_HEAD_SEQ2SEQ_LM:
+            st = hidden_or_logits(be, mdl, w.x, B, T, 1, out, err);
+            break;
+        case TP_HEAD_NONE:
+            st = hidden_or_logits(be, mdl, w.x, B, T, 0, out, err);
+            break;
+        default:
+            st = tp__error(err, TP_ERR_INTERNAL, "%s: head %d has no BART forward", m->dir,
+                           (int)m->head);
+        }
+    }
+done:
+    free(shifted);
+    work_free(&w);
+    cache_free(&cache);
+    return st;
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static tp_status read_config(tp_model *m, bart_config *c, tp_error *err) {
+    /* transformers' BartConfig defaults for absent keys */
+    TP_TRY(tp__encoder_cfg_int(m, "vocab_size", 50265, 1, &c->vocab_size, err));
+    TP_TRY(tp__encoder_cfg_int(m, "d_model", 1024, 1, &c->hidden, err));
+    TP_TRY(tp__encoder_cfg_int(m, "max_position_embeddings", 1024, 1, &c->max_positions, err));
+    TP_TRY(tp__encoder_cfg_int(m, "encoder_layers", 12, 0, &c->enc_layers, err));
+    TP_TRY(tp__encoder_cfg_int(m, "decoder_layers", 12, 0, &c->dec_layers, err));
+    TP_TRY(tp__encoder_cfg_int(m, "encoder_attention_heads", 16, 1, &c->enc_heads, err));
+    TP_TRY(tp__encoder_cfg_int(m, "decoder_attention_heads", 16, 1, &c->dec_heads, err));
+    TP_TRY(tp__encoder_cfg_int(m, "encoder_ffn_dim", 4096, 1, &c->enc_ffn, err));
+    TP_TRY(tp__encoder_cfg_int(m, "decoder_ffn_dim", 4096, 1, &c->dec_ffn, err));
+    TP_TRY(tp__encoder_cfg_int(m, "pad_token_id", 1, 0, &c->pad_id, err));
+    TP_TRY(tp__encoder_cfg_int(m, "eos_token_id", 2, 0, &c->eos_id, err));
+    TP_TRY(tp__encoder_cfg_int(m, "decoder_start_token_id", 2, 0, &c->decoder_start_id, err));
+    TP_TRY(tp__encoder_cfg_act(m, "activation_function", "gelu", &c->act, err));
+    if (c->hidden % c->enc_heads || c->hidden % c->dec_heads)
+        return tp__error(err, TP_ERR_FORMAT,
+                         "%s: d_model %d is not a multiple of encoder_attention_heads %d and "
+                         "decoder_attention_heads %d",
+                         m->config_path, c->hidden, c->enc_heads, c->dec_heads);
+    if (c->decoder_start_id >= c->vocab_size)
+        return tp__error(err, TP_ERR_FORMAT,
+                         "%s: decoder_start_token_id %d is outside the vocabulary (vocab_size %d)",
+                         m->config_path, c->decoder_start_id, c->vocab_size);
+    int scale;
+    TP_TRY(tp__json_bool(m->config, "scale_embedding", 0, &scale, m->config_path, err));
+    c->embed_scale = scale ? sqrtf((float)c->hidden) : 1.0f;
+    c->ln_eps = 1e-5f;
+    c->num_labels = m->num_labels;
+    return TP_OK;
+}
+
+static int has(const tp_model *m, const char *prefix, const char *name) {
+    char full[256];
+    int n = snprintf(full, sizeof full, "%s%s", prefix, name);
+    return n > 0 && (size_t)n < sizeof full && tp__safetensors_find(m->weights, full) != NULL;
+}
+
+static tp_status bind_attn(const tp_model *m, const char *p, const char *name, int H,
+                           bart_attn *a, tp_error *err) {
+    char n[160];
+#define PROJ(x) (snprintf(n, sizeof n, "%s.%s", name, x), n)
+    TP_TRY(tp__encoder_linear(m, p, PROJ("q_proj"), H, H, &a->wq, &a->bq, err));
+    TP_TRY(tp__encoder_linear(m, p, PROJ("k_proj"), H, H, &a->wk, &a->bk, err));
+    TP_TRY(tp__encoder_linear(m, p, PROJ("v_proj"), H, H, &a->wv, &a->bv, err));
+    TP_TRY(tp__encoder_linear(m, p, PROJ("out_proj"), H, H, &a->wo, &a->bo, err));
+#undef PROJ
+    return TP_OK;
+}
+
+static tp_status bind_weights(tp_model *m, bart *mdl, tp_error *err) {
+    const bart_config *c = &mdl->c;
+    bart_weights *w = &mdl->w;
+    const int H = c->hidden, P2 = c->max_positions + POS_OFFSET;
+    /* BartFor* keep the base model under "model."; a saved BartModel has no prefix */
+    const char *p = has(m, "model.", "shared.weight") || has(m, "model.", "encoder.layers.0.fc1.weight")
+                        ? "model." : "";
+    const char *emb = has(m, p, "shared.weight") || !has(m, p, "encoder.embed_tokens.weight")
+                          ? "shared.weight" : "encoder.embed_tokens.weight";
+    TP_TRY(tp__encoder_tensor(m, p, emb, c->vocab_size, H, &w->shared, err));
+    TP_TRY(tp__encoder_tensor(m, p, "encoder.embed_positions.weight", P2, H, &w->enc_pos, err));
+    TP_TRY(tp__encoder_tensor(m, p, "decoder.embed_positions.weight", P2, H, &w->dec_pos, err));
+    TP_TRY(tp__encoder_layer_norm(m, p, "encoder.layernorm_embedding", H, &w->enc_ln_g,
+                                  &w->enc_ln_b, err));
+    TP_TRY(tp__encoder_layer_norm(m, p, "decoder.layernorm_embedding", H, &w->dec_ln_g,
+                                  &w->dec_ln_b, err));
+
+    w->enc = calloc(c->enc_layers ? (size_t)c->enc_layers : 1, sizeof *w->enc);
+    w->dec = calloc(c->dec_layers ? (size_t)c->dec_layers : 1, sizeof *w->dec);
+    if (!w->enc || !w->dec) return tp__error(err, TP_ERR_NOMEM, "out of memory for the layer tables");
+    char n[128];
+    for (int i = 0; i < c->enc_layers; i++) {
+        bart_enc_layer *l = &w->enc[i];
+#define LAYER(suffix) (snprintf(n, sizeof n, "encoder.layers.%d.%s", i, suffix), n)
+        TP_TRY(bind_attn(m, p, LAYER("self_attn"), H, &l->self, err));
+        TP_TRY(tp__encoder_layer_norm(m, p, LAYER("self_attn_layer_norm"), H, &l->ln1_g,
+                                      &l->ln1_b, err));
+        TP_TRY(tp__encoder_linear(m, p, LAYER("fc1"), c->enc_ffn, H, &l->w1, &l->b1, err));
+        TP_TRY(tp__encoder_linear(m, p, LAYER("fc2"), H, c->enc_ffn, &l->w2, &l->b2, err));
+        TP_TRY(tp__encoder_layer_norm(m, p, LAYER("final_layer_norm"), H, &l->ln2_g, &l->ln2_b,
+                                      err));
+#undef LAYER
+    }
+    for (int i = 0; i < c->dec_layers; i++) {
+        bart_dec_layer *l = &w->dec[i];
+#define LAYER(suffix) (snprintf(n, sizeof n, "decoder.layers.%d.%s", i, suffix), n)
+        TP_TRY(bind_attn(m, p, LAYER("self_attn"), H, &l->self, err));
+        TP_TRY(tp__encoder_layer_norm(m, p, LAYER("self_attn_layer_norm"), H, &l->ln1_g,
+                                      &l->ln1_b, err));
+        TP_TRY(bind_attn(m, p, LAYER("encoder_attn"), H, &l->cross, err));
+        TP_TRY(tp__encoder_layer_norm(m, p, LAYER("encoder_attn_layer_norm"), H, &l->ln2_g,
+                                      &l->ln2_b, err));
+        TP_TRY(tp__encoder_linear(m, p, LAYER("fc1"), c->dec_ffn, H, &l->w1, &l->b1, err));
+        TP_TRY(tp__encoder_linear(m, p, LAYER("fc2"), H, c->dec_ffn, &l->w2, &l->b2, err));
+        TP_TRY(tp__encoder_layer_norm(m, p, LAYER("final_layer_norm"), H, &l->ln3_g, &l->ln3_b,
+                                      err));
+#undef LAYER
+    }
+
+    switch (m->head) {
+    case TP_HEAD_SEQUENCE_CLASSIFICATION:
+        TP_TRY(tp__encoder_linear(m, "", "classification_head.dense", H, H, &w->cls_w, &w->cls_b,
+                                  err));
+        TP_TRY(tp__encoder_linear(m, "", "classification_head.out_proj", c->num_labels, H,
+                                  &w->out_w, &w->out_b, err));
+        break;
+    case TP_HEAD_SEQ2SEQ_LM: {
+        int tied;
+        TP_TRY(tp__json_bool(m->config, "tie_word_embeddings", 1, &tied, m->config_path, err));
+        if (has(m, "", "lm_head.weight") || !tied)
+            TP_TRY(tp__encoder_tensor(m, "", "lm_head.weight", c->vocab_size, H, &w->lm_w, err));
+        else
+            w->lm_w = w->shared; /* tied: the checkpoint omits the copy */
+        /* a registered buffer; transformers starts it at zeros when a file lacks it */
+        if (has(m, "", "final_logits_bias"))
+            TP_TRY(tp__encoder_tensor(m, "", "final_logits_bias", 1, c->vocab_size, &w->lm_bias,
+                                      err));
+        break;
+    }
+    default:
+        break;
+    }
+    return TP_OK;
+}
+
+static tp_status set_head(tp_model *m, tp_error *err) {
+    const char *a = m->architecture;
+    if (!a[0] || strcmp(a, "BartModel") == 0) m->head = TP_HEAD_NONE;
+    else if (strcmp(a, "BartForSequenceClassification") == 0)
+        m->head = TP_HEAD_SEQUENCE_CLASSIFICATION;
+    else if (strcmp(a, "BartForConditionalGeneration") == 0) m->head = TP_HEAD_SEQ2SEQ_LM;
+    else
+        return tp__error(err, TP_ERR_UNSUPPORTED,
+                         "%s: architecture '%s' is not supported (supported: BartModel, "
+                         "BartForSequenceClassification, BartForConditionalGeneration)",
+                         m->config_path, a);
+    return TP_OK;
+}
+
+static void bart_free(void *arch) {
+    bart *mdl = arch;
+    if (!mdl) return;
+    free(mdl->w.enc);
+    free(mdl->w.dec);
+    free(mdl);
+}
+
+static tp_status bart_load(tp_model *m, void **arch, tp_error *err) {
+    *arch = NULL;
+    TP_TRY(set_head(m, err));
+    bart *mdl = calloc(1, sizeof *mdl);
+    if (!mdl) return tp__error(err, TP_ERR_NOMEM, "out of memory loading %s", m->dir);
+    tp_status st = read_config(m, &mdl->c, err);
+    if (st == TP_OK) st = bind_weights(m, mdl, err);
+    if (st != TP_OK) {
+        bart_free(mdl);
+        return st;
+    }
+    *arch = mdl;
+    return TP_OK;
+}
+
+const tp__model_family tp__family_bart = {
+    .model_type = "bart",
+    .load = bart_load,
+    .free = bart_free,
+    .forward = bart_forward,
+};
