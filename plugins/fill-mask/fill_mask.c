@@ -1,0 +1,647 @@
+/*
+ * fill_mask.c: the "fill-mask" task plugin, reproducing transformers 5's
+ * FillMaskPipeline.
+ *
+ * Inputs: a string, or a list of strings (one padded batch, one forward; the
+ * attention mask makes it equal to transformers' one text at a time). Every text
+ * needs at least one mask token.
+ * Parameters: top_k (default 5), targets (a string or a list: scores restricted to
+ * those tokens; a target that is not a vocabulary token is replaced by the first
+ * token it encodes to, where transformers logs a warning we cannot give),
+ * tokenizer_kwargs (truncation, max_length, ...).
+ *
+ * Output nesting as transformers: per text, one mask gives a list of
+ * {score, token, token_str, sequence}, several masks a list of such lists (one per
+ * mask, in text order); a list input gives a list of those, except that a list of
+ * one text gives that text's result alone. `sequence` is the text's ids with the
+ * mask replaced and padding removed, decoded skipping special tokens when the text
+ * has one mask (keeping them, the other masks included, when it has several).
+ *
+ * Links nothing of the core: every service comes from the tp_core_api table.
+ * Thread-safety: run() only reads the pipeline state, so it may run concurrently.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tpipe_plugin.h"
+
+#define FM_TASK "fill-mask"
+
+#define TP_TRY_PLUGIN(expr)                    \
+    do {                                       \
+        tp_status fm__s = (expr);              \
+        if (fm__s != TP_OK) return fm__s;      \
+    } while (0)
+
+typedef struct fm_plugin {
+    const tp_core_api *core;
+} fm_plugin;
+
+typedef struct fm_pipeline {
+    const tp_core_api *core;
+    tp_model *model;
+    tp_tokenizer *tok;
+    int32_t mask_id;
+    const char *mask_text;
+    int32_t pad_id;          /* -1: none (then nothing is filtered, as numpy's != None) */
+} fm_pipeline;
+
+typedef struct fm_params {
+    int top_k;
+    int32_t *targets;        /* NULL: the whole vocabulary */
+    size_t n_targets;
+    tp_encode_options enc;
+} fm_params;
+
+/* ------------------------------------------------------------------ helpers */
+
+static void describe(const cJSON *v, char *buf, size_t cap)
+{
+    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
+    if (!s) {
+        snprintf(buf, cap, "%s", v ? "?" : "nothing");
+        return;
+    }
+    if (strlen(s) >= cap && cap > 4) {
+        memcpy(buf, s, cap - 4);
+        strcpy(buf + cap - 4, "...");
+    } else {
+        snprintf(buf, cap, "%s", s);
+    }
+    cJSON_free(s);
+}
+
+static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
+                           const char *expected, const cJSON *got)
+{
+    char shown[96];
+    describe(got, shown, sizeof shown);
+    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
+                           name, expected, shown);
+}
+
+static int as_int(const cJSON *v, int lo, int hi, int *out)
+{
+    if (!cJSON_IsNumber(v)) return 0;
+    double d = v->valuedouble;
+    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
+    *out = (int)d;
+    return 1;
+}
+
+static const char *type_name(const cJSON *v)
+{
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsArray(v)) return "a list";
+    if (cJSON_IsObject(v)) return "an object";
+    return "an invalid value";
+}
+
+/* ------------------------------------------------------------------ parameters */
+
+/* One target to an id: the vocabulary entry, else the first token it encodes to;
+ * -1 when it encodes to nothing (transformers skips it). */
+static tp_status target_id(const fm_pipeline *st, const char *target, int32_t *id, tp_error *err)
+{
+    const tp_core_api *core = st->core;
+    *id = core->tokenizer_token_to_id(st->tok, target);
+    if (*id >= 0) return TP_OK;
+    tp_encode_options eo;
+    core->encode_options_init(&eo);
+    eo.add_special_tokens = 0;
+    tp_encoding *enc = NULL;
+    TP_TRY_PLUGIN(core->tokenizer_encode(st->tok, &target, NULL, 1, &eo, &enc, err));
+    if (core->encoding_rows(enc) > 0 && core->encoding_length(enc, 0) > 0)
+        *id = core->encoding_ids(enc, 0)[0];
+    core->encoding_free(enc);
+    return TP_OK;
+}
+
+static tp_status parse_targets(const fm_pipeline *st, const cJSON *v, fm_params *pr,
+                               tp_error *err)
+{
+    const tp_core_api *core = st->core;
+    static const char expected[] = "a token or a list of tokens";
+    size_t n = cJSON_IsString(v) ? 1 : cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 0;
+    if (!cJSON_IsString(v) && !cJSON_IsArray(v)) return bad_param(core, err, "targets", expected, v);
+    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    tp_status s = TP_OK;
+    if (cJSON_IsString(v)) {
+        s = target_id(st, v->valuestring, &ids[0], err);
+        k = s == TP_OK && ids[0] >= 0;
+    } else {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsString(e)) {
+                free(ids);
+                return bad_param(core, err, "targets", expected, v);
+            }
+            int32_t id;
+            if ((s = target_id(st, e->valuestring, &id, err)) != TP_OK) break;
+            if (id < 0) continue;
+            /* transformers keeps each id once (list(set(...))) */
+            int dup = 0;
+            for (size_t j = 0; j < k; j++) dup |= ids[j] == id;
+            if (!dup) ids[k++] = id;
+        }
+    }
+    if (s == TP_OK && k == 0)
+        s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                            "parameter 'targets': at least one target must be provided, and "
+                            "none of them gives a token");
+    if (s != TP_OK) {
+        free(ids);
+        return s;
+    }
+    /* ascending ids: the order in which equal scores are listed */
+    for (size_t i = 1; i < k; i++) {
+        int32_t x = ids[i];
+        size_t j = i;
+        while (j > 0 && ids[j - 1] > x) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = x;
+    }
+    pr->targets = ids;
+    pr->n_targets = k;
+    return TP_OK;
+}
+
+/* tokenizer_kwargs: the tokenizer arguments that change what the model sees. */
+static tp_status parse_tokenizer_kwargs(const tp_core_api *core, const cJSON *o, fm_params *pr,
+                                        tp_error *err)
+{
+    if (cJSON_IsNull(o)) return TP_OK;
+    if (!cJSON_IsObject(o)) return bad_param(core, err, "tokenizer_kwargs", "an object", o);
+    int truncation_given = 0, max_length_given = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, o) {
+        const char *k = v->string ? v->string : "";
+        if (strcmp(k, "truncation") == 0) {
+            truncation_given = 1;
+            if (cJSON_IsNull(v)) truncation_given = 0;
+            else if (cJSON_IsTrue(v)) pr->enc.truncation = TP_TRUNCATE_LONGEST_FIRST;
+            else if (cJSON_IsFalse(v)) pr->enc.truncation = TP_TRUNCATE_NONE;
+            else if (cJSON_IsString(v) && strcmp(v->valuestring, "longest_first") == 0)
+                pr->enc.truncation = TP_TRUNCATE_LONGEST_FIRST;
+            else if (cJSON_IsString(v) && strcmp(v->valuestring, "only_first") == 0)
+                pr->enc.truncation = TP_TRUNCATE_ONLY_FIRST;
+            else if (cJSON_IsString(v) && strcmp(v->valuestring, "do_not_truncate") == 0)
+                pr->enc.truncation = TP_TRUNCATE_NONE;
+            else
+                return bad_param(core, err, "tokenizer_kwargs.truncation",
+                                 "true, false, \"longest_first\", \"only_first\" or "
+                                 "\"do_not_truncate\"", v);
+        } else if (strcmp(k, "max_length") == 0) {
+            if (cJSON_IsNull(v)) continue;
+            if (!as_int(v, 1, 1 << 30, &pr->enc.max_length))
+                return bad_param(core, err, "tokenizer_kwargs.max_length",
+                                 "a positive integer or null", v);
+            max_length_given = 1;
+        } else if (strcmp(k, "add_special_tokens") == 0) {
+            if (!cJSON_IsBool(v))
+                return bad_param(core, err, "tokenizer_kwargs.add_special_tokens", "true or false",
+                                 v);
+            pr->enc.add_special_tokens = cJSON_IsTrue(v);
+        } else if (strcmp(k, "padding") == 0 || strcmp(k, "pad_to_multiple_of") == 0) {
+            /* padding never changes the logits at the masks, and is filtered out of
+             * the sequences */
+            continue;
+        } else {
+            return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                   "unknown key '%s' in parameter 'tokenizer_kwargs' (known: "
+                                   "truncation, max_length, add_special_tokens, padding, "
+                                   "pad_to_multiple_of)", k);
+        }
+    }
+    if (max_length_given && !truncation_given) pr->enc.truncation = TP_TRUNCATE_LONGEST_FIRST;
+    return TP_OK;
+}
+
+static tp_status parse_params(const fm_pipeline *st, const cJSON *params, fm_params *pr,
+                              tp_error *err)
+{
+    const tp_core_api *core = st->core;
+    memset(pr, 0, sizeof *pr);
+    pr->top_k = 5;
+    core->encode_options_init(&pr->enc);
+    if (params && !cJSON_IsObject(params))
+        return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "\"parameters\" must be an object");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, params) {
+        const char *k = v->string ? v->string : "";
+        if (strcmp(k, "top_k") == 0) {
+            if (cJSON_IsNull(v)) continue;
+            if (!as_int(v, 1, 1 << 30, &pr->top_k))
+                return bad_param(core, err, k, "a positive integer", v);
+        } else if (strcmp(k, "targets") == 0) {
+            if (cJSON_IsNull(v)) continue;
+            free(pr->targets);
+            pr->targets = NULL;
+            TP_TRY_PLUGIN(parse_targets(st, v, pr, err));
+        } else if (strcmp(k, "tokenizer_kwargs") == 0) {
+            TP_TRY_PLUGIN(parse_tokenizer_kwargs(core, v, pr, err));
+        } else {
+            return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                   "unknown parameter '%s' for " FM_TASK " (known: top_k, "
+                                   "targets, tokenizer_kwargs)", k);
+        }
+    }
+    return TP_OK;
+}
+
+/* ------------------------------------------------------------------ scores */
+
+/* A float32 softmax over n logits, max-shifted as torch does. */
+static void softmax(const float *x, float *p, size_t n)
+{
+    float mx = x[0];
+    for (size_t i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        p[i] = expf(x[i] - mx);
+        sum += p[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < n; i++) p[i] *= inv;
+}
+
+/* The k best of cand[0..n) by prob (descending; equal scores keep candidate order),
+ * into best[0..k). */
+static void top_k(const float *prob, const int32_t *cand, size_t n, size_t k, int32_t *best)
+{
+    size_t have = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = cand ? cand[i] : (int32_t)i;
+        float p = prob[id];
+        if (have == k && !(p > prob[best[k - 1]])) continue;
+        size_t j = have < k ? have++ : k - 1;
+        while (j > 0 && prob[best[j - 1]] < p) {
+            best[j] = best[j - 1];
+            j--;
+        }
+        best[j] = id;
+    }
+}
+
+/* ------------------------------------------------------------------ output */
+
+static tp_status proposition(const fm_pipeline *st, const int32_t *row, size_t len, size_t at,
+                             int32_t id, float score, int single_mask, int32_t *scratch,
+                             cJSON **out, tp_error *err)
+{
+    const tp_core_api *core = st->core;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        int32_t t = i == at ? id : row[i];
+        if (st->pad_id >= 0 && t == st->pad_id) continue; /* every pad id goes, as numpy's */
+        scratch[n++] = t;
+    }
+    char *sequence = NULL, *token_str = NULL;
+    tp_status s = core->tokenizer_decode(st->tok, scratch, n, single_mask, -1, &sequence, err);
+    if (s == TP_OK) s = core->tokenizer_decode(st->tok, &id, 1, 0, -1, &token_str, err);
+    cJSON *o = s == TP_OK ? cJSON_CreateObject() : NULL;
+    if (s == TP_OK && (!o || !cJSON_AddNumberToObject(o, "score", (double)score) ||
+                       !cJSON_AddNumberToObject(o, "token", id) ||
+                       !cJSON_AddStringToObject(o, "token_str", token_str) ||
+                       !cJSON_AddStringToObject(o, "sequence", sequence))) {
+        cJSON_Delete(o);
+        o = NULL;
+        s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    }
+    if (sequence) core->free(sequence);
+    if (token_str) core->free(token_str);
+    *out = o;
+    return s;
+}
+
+/* The result of one text: its row of ids (unpadded, `len` tokens) and the logits of
+ * that row [len, V]. */
+static tp_status text_result(const fm_pipeline *st, const fm_params *pr, const int32_t *row,
+                             size_t len, const float *logits, size_t V, cJSON **out,
+                             tp_error *err)
+{
+    const tp_core_api *core = st->core;
+    size_t masks = 0;
+    for (size_t i = 0; i < len; i++) masks += row[i] == st->mask_id;
+    size_t n_cand = pr->targets ? pr->n_targets : V;
+    size_t k = (size_t)pr->top_k < n_cand ? (size_t)pr->top_k : n_cand;
+    if (!pr->targets && (size_t)pr->top_k > V)
+        return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                               "parameter 'top_k' is %d, but the vocabulary has only %zu tokens",
+                               pr->top_k, V);
+    float *prob = malloc(V * sizeof *prob);
+    int32_t *best = malloc(k * sizeof *best);
+    int32_t *scratch = malloc((len ? len : 1) * sizeof *scratch);
+    cJSON *res = cJSON_CreateArray();
+    tp_status s = TP_OK;
+    if (!prob || !best || !scratch || !res) {
+        s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < len && s == TP_OK; i++) {
+        if (row[i] != st->mask_id) continue;
+        softmax(logits + i * V, prob, V);
+        top_k(prob, pr->targets, n_cand, k, best);
+        cJSON *list = masks == 1 ? res : cJSON_CreateArray();
+        if (!list) {
+            s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if (list != res) cJSON_AddItemToArray(res, list);
+        for (size_t r = 0; r < k && s == TP_OK; r++) {
+            cJSON *o = NULL;
+            s = proposition(st, row, len, i, best[r], prob[best[r]], masks == 1, scratch, &o, err);
+            if (s == TP_OK) cJSON_AddItemToArray(list, o);
+        }
+    }
+    if (s == TP_OK) {
+        *out = res;
+        res = NULL;
+    }
+done:
+    cJSON_Delete(res);
+    free(prob);
+    free(best);
+    free(scratch);
+    return s;
+}
+
+/* ------------------------------------------------------------------ model call */
+
+/* Encodes texts[0..n), runs the model (one padded batch when the tokenizer can pad)
+ * and appends each text's result to `results` (NULL entries on failure). */
+static tp_status fill(const fm_pipeline *st, tp_task_context *ctx, const char **texts, size_t n,
+                      int list_input, const fm_params *pr, cJSON **results, tp_error *err)
+{
+    const tp_core_api *core = st->core;
+    tp_encode_options eo = pr->enc;
+    if (n > 1 && st->pad_id >= 0) eo.padding = TP_PAD_LONGEST;
+    else eo.padding = TP_PAD_NONE;
+    tp_encoding *enc = NULL;
+    TP_TRY_PLUGIN(core->tokenizer_encode(st->tok, texts, NULL, n, &eo, &enc, err));
+    tp_status s = TP_OK;
+    size_t rows = core->encoding_rows(enc);
+    if (rows != n) {
+        core->encoding_free(enc);
+        return core->error_set(err, TP_ERR_INTERNAL, "tokenizer gave %zu rows for %zu texts",
+                               rows, n);
+    }
+    /* every text needs a mask before anything runs, as transformers checks in
+     * preprocess */
+    for (size_t r = 0; r < rows; r++) {
+        const int32_t *ids = core->encoding_ids(enc, r);
+        size_t len = core->encoding_length(enc, r), masks = 0;
+        for (size_t i = 0; i < len; i++) masks += ids[i] == st->mask_id;
+        if (masks == 0) {
+            core->encoding_free(enc);
+            if (list_input)
+                return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                       "inputs[%zu]: no mask token (%s) in the input", r,
+                                       st->mask_text);
+            return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                   "no mask token (%s) in the input", st->mask_text);
+        }
+    }
+    size_t r0 = 0;
+    while (r0 < rows && s == TP_OK) {
+        /* a run of rows of one length: the whole batch when padded */
+        size_t len = core->encoding_length(enc, r0), r1 = r0 + 1;
+        while (r1 < rows && core->encoding_length(enc, r1) == len) r1++;
+        size_t b = r1 - r0;
+        if (len == 0) {
+            s = core->error_set(err, TP_ERR_INVALID_ARGUMENT, "inputs: a text gave no tokens");
+            break;
+        }
+        int32_t *buf = malloc(3 * b * len * sizeof *buf);
+        if (!buf) {
+            s = core->error_set(err, TP_ERR_NOMEM, "out of memory for %zu x %zu tokens", b, len);
+            break;
+        }
+        int32_t *ids = buf, *mask = buf + b * len, *types = buf + 2 * b * len;
+        int have_types = 1;
+        for (size_t r = 0; r < b; r++) {
+            const int32_t *rm = core->encoding_attention_mask(enc, r0 + r);
+            const int32_t *rt = core->encoding_type_ids(enc, r0 + r);
+            memcpy(ids + r * len, core->encoding_ids(enc, r0 + r), len * sizeof *ids);
+            if (rm) memcpy(mask + r * len, rm, len * sizeof *mask);
+            else for (size_t j = 0; j < len; j++) mask[r * len + j] = 1;
+            if (rt) memcpy(types + r * len, rt, len * sizeof *types);
+            else have_types = 0;
+        }
+        tp_model_input in = {
+            .struct_size = sizeof in,
+            .batch = (int)b,
+            .seq_len = (int)len,
+            .input_ids = ids,
+            .attention_mask = mask,
+            .token_type_ids = have_types ? types : NULL,
+        };
+        tp_tensor *out = NULL;
+        s = core->model_forward(ctx, st->model, &in, &out, err);
+        const float *data = s == TP_OK ? core->tensor_f32(out) : NULL;
+        if (s == TP_OK && (!data || core->tensor_ndim(out) != 3 ||
+                           core->tensor_dim(out, 0) != (int64_t)b ||
+                           core->tensor_dim(out, 1) != (int64_t)len ||
+                           core->tensor_dim(out, 2) < 1))
+            s = core->error_set(err, TP_ERR_INTERNAL,
+                                "masked-LM head gave no [%zu, %zu, vocab] fp32 logits", b, len);
+        if (s == TP_OK) {
+            size_t V = (size_t)core->tensor_dim(out, 2);
+            for (size_t r = 0; r < b && s == TP_OK; r++) {
+                /* the text's own tokens: padding is at the right or the left */
+                const int32_t *am = mask + r * len;
+                size_t lo = 0, hi = len;
+                while (lo < hi && am[lo] == 0) lo++;
+                while (hi > lo && am[hi - 1] == 0) hi--;
+                s = text_result(st, pr, ids + r * len + lo, hi - lo,
+                                data + (r * len + lo) * V, V, &results[r0 + r], err);
+            }
+        }
+        if (out) core->tensor_free(out);
+        free(buf);
+        r0 = r1;
+    }
+    core->encoding_free(enc);
+    return s;
+}
+
+/* ------------------------------------------------------------------ vtable */
+
+static tp_status fm_init(const tp_core_api *core, void **plugin_state, tp_error *err)
+{
+    if (!core || core->struct_size < offsetof(tp_core_api, free) + sizeof core->free) {
+        if (err) {
+            err->status = TP_ERR_ABI;
+            snprintf(err->message, sizeof err->message,
+                     FM_TASK " plugin: the core's function table is too short");
+        }
+        return TP_ERR_ABI;
+    }
+    fm_plugin *pl = calloc(1, sizeof *pl);
+    if (!pl) return TP_ERR_NOMEM;
+    pl->core = core;
+    *plugin_state = pl;
+    return TP_OK;
+}
+
+static void fm_shutdown(void *plugin_state)
+{
+    free(plugin_state);
+}
+
+static tp_status fm_open(void *plugin_state, tp_task_pipeline *p, void **pipeline_state,
+                         tp_error *err)
+{
+    const tp_core_api *core = ((fm_plugin *)plugin_state)->core;
+    tp_model *m = core->pipeline_model(p);
+    tp_tokenizer *tok = core->pipeline_tokenizer(p);
+    if (!m || core->model_head(m) != TP_HEAD_MASKED_LM) {
+        const char *arch = m ? core->model_architecture(m) : NULL;
+        return core->error_set(err, TP_ERR_UNSUPPORTED,
+                               "model %s has no masked-LM head: it cannot serve " FM_TASK,
+                               arch && arch[0] ? arch : "(unknown architecture)");
+    }
+    if (!tok)
+        return core->error_set(err, TP_ERR_NOT_FOUND,
+                               FM_TASK " needs a tokenizer, and the model directory has none");
+    int32_t mask_id = core->tokenizer_special_id(tok, "mask");
+    const char *mask_text = mask_id >= 0 ? core->tokenizer_id_to_token(tok, mask_id) : NULL;
+    if (mask_id < 0 || !mask_text)
+        return core->error_set(err, TP_ERR_UNSUPPORTED,
+                               "the tokenizer does not define a mask token: it cannot serve "
+                               FM_TASK);
+    fm_pipeline *st = calloc(1, sizeof *st);
+    if (!st) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    st->core = core;
+    st->model = m;
+    st->tok = tok;
+    st->mask_id = mask_id;
+    st->mask_text = mask_text;
+    st->pad_id = core->tokenizer_special_id(tok, "pad");
+    *pipeline_state = st;
+    return TP_OK;
+}
+
+static void fm_close(void *pipeline_state)
+{
+    free(pipeline_state);
+}
+
+static tp_status fm_run(void *pipeline_state, tp_task_context *ctx, const cJSON *inputs,
+                        const cJSON *params, cJSON **result, tp_error *err)
+{
+    const fm_pipeline *st = pipeline_state;
+    const tp_core_api *core = st->core;
+    fm_params pr;
+    tp_status s = parse_params(st, params, &pr, err);
+    if (s != TP_OK) {
+        free(pr.targets);
+        return s;
+    }
+    size_t n;
+    int list_input = cJSON_IsArray(inputs);
+    if (cJSON_IsString(inputs)) {
+        n = 1;
+    } else if (list_input) {
+        n = (size_t)cJSON_GetArraySize(inputs);
+    } else {
+        free(pr.targets);
+        return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                               "\"inputs\" must be a string or a list of strings, got %s",
+                               type_name(inputs));
+    }
+    if (n == 0) {
+        free(pr.targets);
+        *result = cJSON_CreateArray();
+        return *result ? TP_OK : core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    }
+    const char **texts = calloc(n, sizeof *texts);
+    cJSON **results = calloc(n, sizeof *results);
+    cJSON *res = NULL;
+    if (!texts || !results) {
+        s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (!list_input) {
+        texts[0] = inputs->valuestring;
+    } else {
+        size_t i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, inputs) {
+            if (!cJSON_IsString(v)) {
+                s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                    "inputs[%zu] must be a string, got %s", i, type_name(v));
+                goto done;
+            }
+            texts[i++] = v->valuestring;
+        }
+    }
+    s = fill(st, ctx, texts, n, list_input, &pr, results, err);
+    if (s != TP_OK) goto done;
+    /* transformers returns a list of one text's result unwrapped */
+    if (!list_input || n == 1) {
+        res = results[0];
+        results[0] = NULL;
+    } else {
+        res = cJSON_CreateArray();
+        if (!res) {
+            s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++) {
+            cJSON_AddItemToArray(res, results[i]);
+            results[i] = NULL;
+        }
+    }
+    *result = res;
+done:
+    if (results)
+        for (size_t i = 0; i < n; i++) cJSON_Delete(results[i]);
+    free(results);
+    free(texts);
+    free(pr.targets);
+    return s;
+}
+
+static const char *const fm_tasks[] = {FM_TASK, NULL};
+
+static const tp_task_vtable fm_vtable = {
+    .struct_size = sizeof(tp_task_vtable),
+    .tasks = fm_tasks,
+    .aliases = NULL,
+    .init = fm_init,
+    .shutdown = fm_shutdown,
+    .open = fm_open,
+    .close = fm_close,
+    .run = fm_run,
+};
+
+static const tp_module_descriptor fm_descriptor = {
+    .struct_size = sizeof(tp_module_descriptor),
+    .abi_version = TP_ABI_CURRENT,
+    .kind = TP_MODULE_TASK,
+    .name = FM_TASK,
+    .version = "0.1.0",
+    .license = "MIT",
+    .description = "fill-mask, as transformers 5 computes it",
+    .vtable = &fm_vtable,
+};
+
+TP_MODULE_EXPORT const tp_module_descriptor *tpipe_module_entry(void)
+{
+    return &fm_descriptor;
+}
