@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "generate/generate.h"
 #include "json_util.h"
 #include "models/model.h"
 #include "pipeline.h"
@@ -50,6 +51,27 @@ static tp_status api_model_forward(tp_task_context *ctx, tp_model *m, const tp_m
     /* without a request (a plugin computing in open()), use the runtime's backend */
     if (!ctx) return tp_model_forward(m, in, out, err);
     return tp__model_forward(m, ctx->backend, in, out, err);
+}
+
+static tp_status api_model_generate(tp_task_context *ctx, tp_model *m, const tp_model_input *in,
+                                    const struct cJSON *params, const char *const *skip,
+                                    int (*on_step)(void *user, const int32_t *seq, int rows,
+                                                   int len, uint8_t *stop),
+                                    void *user, int32_t **sequences, int *rows, int *cols,
+                                    tp_error *err) {
+    if (!m || !in || !sequences || !rows || !cols)
+        return api_error_set(err, TP_ERR_INVALID_ARGUMENT, "model_generate: NULL argument");
+    tp__gen_config cfg;
+    TP_TRY(tp__gen_config_init(m, &cfg, err));
+    tp_status st = tp__gen_config_apply(&cfg, params, skip, err);
+    if (st == TP_OK) {
+        tp__backend *be = ctx ? ctx->backend : tp__runtime_acquire_backend(m->rt);
+        st = tp__generate(m, be, &cfg, in->input_ids, in->attention_mask, in->batch, in->seq_len,
+                          on_step, user, sequences, rows, cols, err);
+        if (!ctx) tp__backend_release(be);
+    }
+    tp__gen_config_free(&cfg);
+    return st;
 }
 
 static const tp_core_api core_api = {
@@ -96,6 +118,8 @@ static const tp_core_api core_api = {
     .tensor_free = tp_tensor_free,
 
     .free = tp_free,
+
+    .model_generate = api_model_generate,
 };
 
 const tp_core_api *tp__core_api(void) { return &core_api; }

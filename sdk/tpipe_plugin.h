@@ -99,6 +99,21 @@ typedef struct tp_core_api {
 
     /* memory the core frees (tp_free) */
     void (*free)(void *ptr);
+
+    /* Added after ABI 1.0 (check struct_size): generation with a decoder-only
+     * language model on the request's backend (tp_model_generate's contract).
+     * `params` is a JSON object of generate() parameters over the model's
+     * generation_config.json; keys listed in `skip` (NULL-terminated, may be NULL)
+     * are the plugin's own and are not checked. `on_step` (may be NULL) is called
+     * after every new token with every row so far (rows x len ids): setting
+     * stop[r] = 1 finishes row r (stop strings); it also serves streaming.
+     * *sequences is freed with `free` above. */
+    tp_status (*model_generate)(tp_task_context *ctx, tp_model *m, const tp_model_input *in,
+                                const struct cJSON *params, const char *const *skip,
+                                int (*on_step)(void *user, const int32_t *seq, int rows,
+                                               int len, uint8_t *stop),
+                                void *user, int32_t **sequences, int *rows, int *cols,
+                                tp_error *err);
 } tp_core_api;
 
 typedef struct tp_task_vtable {

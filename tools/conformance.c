@@ -1288,6 +1288,74 @@ static void run_heldout_cases(run *r, const cJSON *heldout, const char *backend)
 /* ------------------------------------------------------------ fixtures */
 
 /* Top-level keys that describe the fixture rather than hold cases. */
+/* ------------------------------------------------------------ generate cases */
+
+/* `generate`: {params, input_ids, attention_mask, sequences, search, padding_side?}
+ * through tp_model_generate; token ids must match exactly. Sampled cases cannot
+ * match (tpipe draws from its own PRNG, not torch's), so they fail with that
+ * reason rather than being skipped. */
+static void generate_case(run *r, long index, const char *backend, const cJSON *c)
+{
+    const cJSON *search = cJSON_GetObjectItemCaseSensitive(c, "search");
+    if (cJSON_IsString(search) && strcmp(search->valuestring, "sample") == 0) {
+        report(r, "generate", index, backend, 0, -1,
+               "sampling uses tpipe's own PRNG: token ids differ from torch's");
+        return;
+    }
+    const char *why;
+    tp_model *m = backend_model(r, &why);
+    if (!m) {
+        report(r, "generate", index, backend, 0, -1, "model: %s", why);
+        return;
+    }
+    int32_t *ids = NULL, *mask = NULL, *want = NULL, *got = NULL;
+    int b, t, mb, mt, wb, wt, gb = 0, gt = 0;
+    const cJSON *mask_j = cJSON_GetObjectItemCaseSensitive(c, "attention_mask");
+    if (!json_int_matrix(cJSON_GetObjectItemCaseSensitive(c, "input_ids"), &ids, &b, &t) ||
+        (mask_j && (!json_int_matrix(mask_j, &mask, &mb, &mt) || mb != b || mt != t)) ||
+        !json_int_matrix(cJSON_GetObjectItemCaseSensitive(c, "sequences"), &want, &wb, &wt)) {
+        report(r, "generate", index, backend, 0, -1,
+               "reference: input_ids/attention_mask/sequences are not int matrices");
+        free(ids);
+        free(mask);
+        free(want);
+        return;
+    }
+    char *params = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(c, "params"));
+    tp_model_input in = {.struct_size = sizeof in, .batch = b, .seq_len = t, .input_ids = ids,
+                         .attention_mask = mask};
+    tp_error err = {0};
+    if (tp_model_generate(m, &in, params, &got, &gb, &gt, &err) != TP_OK) {
+        report(r, "generate", index, backend, 0, -1, "generate: %s", err.message);
+    } else if (gb != wb || gt != wt) {
+        report(r, "generate", index, backend, 0, -1, "sequences are %d x %d, expected %d x %d",
+               gb, gt, wb, wt);
+    } else {
+        long at = -1;
+        for (long i = 0; i < (long)wb * wt && at < 0; i++)
+            if (got[i] != want[i]) at = i;
+        if (at < 0)
+            report(r, "generate", index, backend, 1, -1, "");
+        else
+            report(r, "generate", index, backend, 0, -1,
+                   "sequences[%ld][%ld] = %d, expected %d", at / wt, at % wt, (int)got[at],
+                   (int)want[at]);
+    }
+    cJSON_free(params);
+    tp_free(got);
+    free(ids);
+    free(mask);
+    free(want);
+}
+
+static void run_generate_cases(run *r, const cJSON *cases, const char *backend)
+{
+    long i = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases)
+        generate_case(r, i++, backend, c);
+}
+
 static int is_metadata_key(const char *key)
 {
     static const char *const keys[] = {"name", "task", "architecture", "seed", "transformers",
@@ -1338,11 +1406,14 @@ static void run_fixture(run *r, const fixture *fx)
     const cJSON *heldout =
         kind_selected(r, "heldout") ? cJSON_GetObjectItemCaseSensitive(ref, "heldout") : NULL;
     const cJSON *qa = kind_selected(r, "qa") ? cJSON_GetObjectItemCaseSensitive(ref, "qa") : NULL;
+    const cJSON *generate =
+        kind_selected(r, "generate") ? cJSON_GetObjectItemCaseSensitive(ref, "generate") : NULL;
 
     if (cJSON_IsArray(tokenizer))
         run_tokenizer_cases(r, tokenizer);
 
-    if (forward || cJSON_IsArray(pipeline) || cJSON_IsObject(heldout) || cJSON_IsArray(qa)) {
+    if (forward || cJSON_IsArray(pipeline) || cJSON_IsObject(heldout) || cJSON_IsArray(qa) ||
+        cJSON_IsArray(generate)) {
         for (size_t b = 0; b < r->n_backends; b++) {
             const char *backend = r->backends[b];
             tp_error err = {0};
@@ -1360,6 +1431,8 @@ static void run_fixture(run *r, const fixture *fx)
                 run_heldout_cases(r, heldout, backend);
             if (cJSON_IsArray(qa))
                 run_qa_cases(r, qa, backend);
+            if (cJSON_IsArray(generate))
+                run_generate_cases(r, generate, backend);
             backend_objects_free(r);
         }
     }
@@ -1369,7 +1442,7 @@ static void run_fixture(run *r, const fixture *fx)
         const char *key = item->string;
         if (strcmp(key, "tokenizer") == 0 || strcmp(key, "forward") == 0 ||
             strcmp(key, "pipeline") == 0 || strcmp(key, "heldout") == 0 ||
-            strcmp(key, "qa") == 0 || is_metadata_key(key) || !kind_selected(r, key))
+            strcmp(key, "qa") == 0 || strcmp(key, "generate") == 0 || is_metadata_key(key) || !kind_selected(r, key))
             continue;
         if (cJSON_IsArray(item))
             run_unsupported_cases(r, key, item);

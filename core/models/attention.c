@@ -1,6 +1,6 @@
 /* attention.c: multi-head attention of one batch row (see attention.h), computed
  * the way transformers' eager attention does in fp32: scores = q·kᵀ·scale, plus the
- * additive masks (finfo(float32).min on hidden keys), softmax, then ·v.
+ * additive position bias (T5) and masks (finfo(float32).min on hidden keys), softmax, then ·v.
  * Thread-safe: only the caller's buffers are touched. */
 #include "attention.h"
 
@@ -20,6 +20,7 @@ tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error 
         .batch = NH, .alpha = a->scale, .bias = NULL, .activation = TP_ACT_NONE,
     };
     TP_TRY(tp__matmul(be, &scores, err));
+    if (a->bias) tp__add(a->scores, a->bias, (size_t)NH * TQ * TK);
     if (a->key_mask || a->causal_past >= 0) {
         for (int h = 0; h < NH; h++)
             for (int i = 0; i < TQ; i++) {

@@ -22,7 +22,9 @@ typedef struct tp__attn_args {
                                    (causal_past = tokens already in a KV cache) */
     float scale;                /* usually 1/sqrt(D) */
     float *scores;              /* scratch [NH * tq * tk] */
-    float *out; int ldo;        /* [tq, ldo]: softmax(q·kᵀ·scale + mask)·v per head */
+    float *out; int ldo;        /* [tq, ldo]: softmax(q·kᵀ·scale + bias + mask)·v per head */
+    const float *bias;          /* [NH, tq, tk] added to the scaled scores before the masks
+                                   (T5's relative position bias), or NULL */
 } tp__attn_args;
 
 tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err);

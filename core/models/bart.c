@@ -1,5 +1,7 @@
-/* bart.c: the BART encoder-decoder (model_type "bart") and its heads, as
- * transformers computes them in fp32 (dropout is identity at inference):
+/* bart.c: the BART-style encoder-decoders and their heads, as transformers computes
+ * them in fp32 (dropout is identity at inference): BART (model_type "bart") and
+ * Marian (model_type "marian", opus-mt), one graph with the differences recorded in a
+ * seq2seq_variant:
  *
  *   encoder: x = LN_emb(shared[id]·embed_scale + pos[t + 2])
  *            per layer (post-LN): x = LN(x + SelfAttn(x)·Woᵀ + bo)
@@ -12,6 +14,11 @@
  *            row -> dense + tanh -> out_proj (bart-large-mnli);
  *            conditional generation: y·sharedᵀ + final_logits_bias;
  *            BartModel: the decoder's last hidden state.
+ *   Marian:  the same post-LN layers, but fixed sinusoidal positions pos[t] (no
+ *            offset; sin in the first half of each row, cos in the second), no
+ *            layernorm_embedding, separate encoder/decoder token tables when
+ *            share_encoder_decoder_embeddings is false, and a decoder vocabulary of
+ *            its own (decoder_vocab_size) for the head and final_logits_bias.
  *
  * The decoder is written in the shape incremental decoding needs: the encoder runs
  * once into a bart_cache, which also holds each decoder layer's cross-attention K/V
@@ -41,12 +48,31 @@
 #include "attention.h"
 #include "encoder.h"
 
-#define POS_OFFSET 2 /* BartLearnedPositionalEmbedding: position t is row t + 2 */
+/* What tells BART and Marian apart (the graph is the same). */
+typedef struct seq2seq_variant {
+    const char *base;             /* class-name prefix, "Bart" */
+    const char *lm_arch;          /* the conditional-generation class */
+    int sinusoidal;               /* Marian: fixed sinusoidal positions computed at load,
+                                     no layernorm_embedding; else learned positions
+                                     stored at row t + 2 and a layernorm_embedding */
+    int vocab, pad, eos, start;   /* the config class's defaults for absent keys */
+} seq2seq_variant;
+
+static const seq2seq_variant BART = {
+    .base = "Bart", .lm_arch = "BartForConditionalGeneration", .sinusoidal = 0,
+    .vocab = 50265, .pad = 1, .eos = 2, .start = 2,
+};
+static const seq2seq_variant MARIAN = {
+    .base = "Marian", .lm_arch = "MarianMTModel", .sinusoidal = 1,
+    .vocab = 58101, .pad = 58100, .eos = 0, .start = 58100,
+};
 
 typedef struct bart_config {
-    int vocab_size;       /* V */
+    int vocab_size;       /* V: the encoder's token table (and the decoder's when shared) */
+    int dec_vocab;        /* V_dec: the decoder's tokens, the LM head's rows */
     int hidden;           /* H = d_model */
-    int max_positions;    /* P; the position tables have P + 2 rows */
+    int max_positions;    /* P; BART's learned tables have P + 2 rows */
+    int pos_offset;       /* 2 for BART's learned positions, 0 for Marian's */
     int enc_layers, dec_layers;
     int enc_heads, dec_heads;
     int enc_ffn, dec_ffn; /* feed-forward widths */
@@ -83,19 +109,22 @@ typedef struct bart_dec_layer {
 } bart_dec_layer;
 
 typedef struct bart_weights {
-    const float *shared;                  /* [V, H] tokens of both stacks */
-    const float *enc_pos, *dec_pos;       /* [P + 2, H] */
-    const float *enc_ln_g, *enc_ln_b;     /* [H] encoder layernorm_embedding */
-    const float *dec_ln_g, *dec_ln_b;     /* [H] decoder layernorm_embedding */
+    const float *enc_emb;                 /* [V, H] encoder tokens (shared) */
+    const float *dec_emb;                 /* [V_dec, H] decoder tokens (shared) */
+    const float *enc_pos, *dec_pos;       /* [P + pos_offset, H] */
+    float *sinusoid;                      /* [P, H] Marian's table, owned (both stacks) */
+    const float *enc_ln_g, *enc_ln_b;     /* [H] encoder layernorm_embedding, or NULL */
+    const float *dec_ln_g, *dec_ln_b;     /* [H] decoder layernorm_embedding, or NULL */
     bart_enc_layer *enc;                  /* [enc_layers] */
     bart_dec_layer *dec;                  /* [dec_layers] */
     const float *cls_w, *cls_b;           /* [H, H], [H] classification_head.dense */
     const float *out_w, *out_b;           /* [L, H], [L] classification_head.out_proj */
-    const float *lm_w;                    /* [V, H] lm_head (tied: shared) */
-    const float *lm_bias;                 /* [V] final_logits_bias, or NULL (zeros) */
+    const float *lm_w;                    /* [V_dec, H] lm_head (tied: dec_emb) */
+    const float *lm_bias;                 /* [V_dec] final_logits_bias, or NULL (zeros) */
 } bart_weights;
 
 typedef struct bart {
+    const seq2seq_variant *v;
     bart_config c;
     bart_weights w;
 } bart;
@@ -179,21 +208,22 @@ static tp_status cache_alloc(bart_cache *c, const bart_config *cfg, int B, int S
 
 /* ---------------------------------------------------------------- graph */
 
-/* x[rows, H] = shared[ids]·scale + pos[first + t + 2] (t restarting every `per_row`
- * tokens), then layernorm_embedding. */
+/* x[rows, H] = emb[ids]·scale + pos[first + t + pos_offset] (t restarting every
+ * `per_row` tokens), then layernorm_embedding where the model has one. */
 static tp_status embed(const tp__backend *be, const bart *mdl, const int32_t *ids, int B,
-                       int per_row, int first, const float *pos, const float *ln_g,
-                       const float *ln_b, float *x, tp_error *err) {
+                       int per_row, int first, const float *emb, const float *pos,
+                       const float *ln_g, const float *ln_b, float *x, tp_error *err) {
     const bart_config *c = &mdl->c;
     const size_t H = (size_t)c->hidden;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < per_row; t++) {
             const size_t i = (size_t)b * per_row + t;
             float *xi = x + i * H;
-            const float *tok = mdl->w.shared + (size_t)ids[i] * H;
-            const float *p = pos + (size_t)(first + t + POS_OFFSET) * H;
+            const float *tok = emb + (size_t)ids[i] * H;
+            const float *p = pos + (size_t)(first + t + c->pos_offset) * H;
             for (size_t h = 0; h < H; h++) xi[h] = tok[h] * c->embed_scale + p[h];
         }
+    if (!ln_g) return TP_OK;
     return tp__layer_norm(be, x, B * per_row, (int)H, ln_g, ln_b, c->ln_eps, err);
 }
 
@@ -232,8 +262,8 @@ static tp_status encode(const tp__backend *be, const bart *mdl, const tp_model_i
     const int NH = c->enc_heads, D = H / NH;
     for (int i = 0; i < BS; i++)
         cache->enc_mask[i] = (in->attention_mask && in->attention_mask[i] == 0) ? -FLT_MAX : 0.0f;
-    TP_TRY(embed(be, mdl, in->input_ids, B, S, 0, mdl->w.enc_pos, mdl->w.enc_ln_g,
-                 mdl->w.enc_ln_b, w->x, err));
+    TP_TRY(embed(be, mdl, in->input_ids, B, S, 0, mdl->w.enc_emb, mdl->w.enc_pos,
+                 mdl->w.enc_ln_g, mdl->w.enc_ln_b, w->x, err));
     for (int li = 0; li < c->enc_layers; li++) {
         const bart_enc_layer *l = &mdl->w.enc[li];
         TP_TRY(tp__linear(be, w->x, BS, H, l->self.wq, l->self.bq, H, TP_ACT_NONE, w->q, err));
@@ -283,8 +313,8 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
     const int B = cache->B, S = cache->S, H = c->hidden, Bn = B * n;
     const int NH = c->dec_heads, D = H / NH, past = cache->len, total = past + n;
     const float scale = (float)(1.0 / sqrt((double)D));
-    TP_TRY(embed(be, mdl, ids, B, n, past, mdl->w.dec_pos, mdl->w.dec_ln_g, mdl->w.dec_ln_b,
-                 w->x, err));
+    TP_TRY(embed(be, mdl, ids, B, n, past, mdl->w.dec_emb, mdl->w.dec_pos, mdl->w.dec_ln_g,
+                 mdl->w.dec_ln_b, w->x, err));
     for (int li = 0; li < c->dec_layers; li++) {
         const bart_dec_layer *l = &mdl->w.dec[li];
         float *sk = cache->sk + (size_t)li * B * cache->cap * H;
@@ -378,7 +408,7 @@ static tp_status classify(const tp_model *m, const tp__backend *be, const bart *
 /* A copy of rows x [B*T, H] (or their projection on the vocabulary) as [B, T, N]. */
 static tp_status hidden_or_logits(const tp__backend *be, const bart *mdl, const float *x, int B,
                                   int T, int lm, tp_tensor **out, tp_error *err) {
-    const int H = mdl->c.hidden, V = mdl->c.vocab_size;
+    const int H = mdl->c.hidden, V = mdl->c.dec_vocab;
     int64_t shape[3] = {B, T, lm ? V : H};
     tp_tensor *t;
     TP_TRY(tp__tensor_new(TP_F32, 3, shape, &t, err));
@@ -403,7 +433,7 @@ static int has_member(const tp_model_input *in, size_t end) { return in->struct_
     has_member(in, offsetof(tp_model_input, member) + sizeof((in)->member))
 
 static tp_status check_ids(const tp_model *m, const bart_config *c, const char *name,
-                           const int32_t *ids, int B, int T, tp_error *err) {
+                           const int32_t *ids, int B, int T, int vocab, tp_error *err) {
     if (T > c->max_positions)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT,
                          "%s of %d tokens is longer than config.json max_position_embeddings %d",
@@ -411,10 +441,10 @@ static tp_status check_ids(const tp_model *m, const bart_config *c, const char *
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const int32_t id = ids[(size_t)b * T + t];
-            if (id < 0 || id >= c->vocab_size)
+            if (id < 0 || id >= vocab)
                 return tp__error(err, TP_ERR_INVALID_ARGUMENT,
                                  "%s[%d][%d] = %d is outside the vocabulary of %s (0..%d)", name,
-                                 b, t, (int)id, m->dir, c->vocab_size - 1);
+                                 b, t, (int)id, m->dir, vocab - 1);
         }
     return TP_OK;
 }
@@ -451,9 +481,9 @@ static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp
         att_d > INT_MAX || (int64_t)B * T > INT_MAX / 2)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT,
                          "batch of %d x %d tokens (decoder %d) is too large", B, S, T);
-    TP_TRY(check_ids(m, c, "input_ids", in->input_ids, B, S, err));
+    TP_TRY(check_ids(m, c, "input_ids", in->input_ids, B, S, c->vocab_size, err));
     if (dec_ids && !hidden_states)
-        TP_TRY(check_ids(m, c, "decoder_input_ids", dec_ids, B, T, err));
+        TP_TRY(check_ids(m, c, "decoder_input_ids", dec_ids, B, T, c->dec_vocab, err));
 
     int32_t *shifted = NULL;
     bart_cache cache;
@@ -484,7 +514,7 @@ static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp
             memcpy(dst + 1, src, (size_t)(S - 1) * sizeof *dst);
         }
         dec_ids = shifted;
-        st = check_ids(m, c, "decoder_input_ids", dec_ids, B, T, err);
+        st = check_ids(m, c, "decoder_input_ids", dec_ids, B, T, c->dec_vocab, err);
     }
     if (st == TP_OK) st = cross_kv(be, mdl, &cache, err);
     /* incremental decoding: keep `cache` and call decoder_step with n = 1 per token */
@@ -501,8 +531,8 @@ static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp
             st = hidden_or_logits(be, mdl, w.x, B, T, 0, out, err);
             break;
         default:
-            st = tp__error(err, TP_ERR_INTERNAL, "%s: head %d has no BART forward", m->dir,
-                           (int)m->head);
+            st = tp__error(err, TP_ERR_INTERNAL, "%s: head %d has no %s forward", m->dir,
+                           (int)m->head, m->model_type);
         }
     }
 done:
@@ -514,9 +544,10 @@ done:
 
 /* ---------------------------------------------------------------- loading */
 
-static tp_status read_config(tp_model *m, bart_config *c, tp_error *err) {
-    /* transformers' BartConfig defaults for absent keys */
-    TP_TRY(tp__encoder_cfg_int(m, "vocab_size", 50265, 1, &c->vocab_size, err));
+static tp_status read_config(tp_model *m, const seq2seq_variant *v, bart_config *c,
+                             tp_error *err) {
+    /* transformers' BartConfig / MarianConfig defaults for absent keys */
+    TP_TRY(tp__encoder_cfg_int(m, "vocab_size", v->vocab, 1, &c->vocab_size, err));
     TP_TRY(tp__encoder_cfg_int(m, "d_model", 1024, 1, &c->hidden, err));
     TP_TRY(tp__encoder_cfg_int(m, "max_position_embeddings", 1024, 1, &c->max_positions, err));
     TP_TRY(tp__encoder_cfg_int(m, "encoder_layers", 12, 0, &c->enc_layers, err));
@@ -525,25 +556,55 @@ static tp_status read_config(tp_model *m, bart_config *c, tp_error *err) {
     TP_TRY(tp__encoder_cfg_int(m, "decoder_attention_heads", 16, 1, &c->dec_heads, err));
     TP_TRY(tp__encoder_cfg_int(m, "encoder_ffn_dim", 4096, 1, &c->enc_ffn, err));
     TP_TRY(tp__encoder_cfg_int(m, "decoder_ffn_dim", 4096, 1, &c->dec_ffn, err));
-    TP_TRY(tp__encoder_cfg_int(m, "pad_token_id", 1, 0, &c->pad_id, err));
-    TP_TRY(tp__encoder_cfg_int(m, "eos_token_id", 2, 0, &c->eos_id, err));
-    TP_TRY(tp__encoder_cfg_int(m, "decoder_start_token_id", 2, 0, &c->decoder_start_id, err));
+    TP_TRY(tp__encoder_cfg_int(m, "pad_token_id", v->pad, 0, &c->pad_id, err));
+    TP_TRY(tp__encoder_cfg_int(m, "eos_token_id", v->eos, 0, &c->eos_id, err));
+    TP_TRY(tp__encoder_cfg_int(m, "decoder_start_token_id", v->start, 0, &c->decoder_start_id,
+                               err));
     TP_TRY(tp__encoder_cfg_act(m, "activation_function", "gelu", &c->act, err));
+    c->dec_vocab = c->vocab_size;
+    if (v->sinusoidal) {
+        /* MarianConfig: decoder_vocab_size null or absent means vocab_size */
+        const cJSON *dv = cJSON_GetObjectItemCaseSensitive(m->config, "decoder_vocab_size");
+        if (dv && !cJSON_IsNull(dv))
+            TP_TRY(tp__encoder_cfg_int(m, "decoder_vocab_size", c->vocab_size, 1, &c->dec_vocab,
+                                       err));
+        if (c->hidden % 2)
+            return tp__error(err, TP_ERR_UNSUPPORTED,
+                             "%s: d_model %d is odd; Marian's sinusoidal positions need an "
+                             "even d_model", m->config_path, c->hidden);
+    }
     if (c->hidden % c->enc_heads || c->hidden % c->dec_heads)
         return tp__error(err, TP_ERR_FORMAT,
                          "%s: d_model %d is not a multiple of encoder_attention_heads %d and "
                          "decoder_attention_heads %d",
                          m->config_path, c->hidden, c->enc_heads, c->dec_heads);
-    if (c->decoder_start_id >= c->vocab_size)
+    if (c->decoder_start_id >= c->dec_vocab)
         return tp__error(err, TP_ERR_FORMAT,
-                         "%s: decoder_start_token_id %d is outside the vocabulary (vocab_size %d)",
-                         m->config_path, c->decoder_start_id, c->vocab_size);
+                         "%s: decoder_start_token_id %d is outside the decoder vocabulary (%d)",
+                         m->config_path, c->decoder_start_id, c->dec_vocab);
     int scale;
     TP_TRY(tp__json_bool(m->config, "scale_embedding", 0, &scale, m->config_path, err));
     c->embed_scale = scale ? sqrtf((float)c->hidden) : 1.0f;
+    c->pos_offset = v->sinusoidal ? 0 : 2; /* BartLearnedPositionalEmbedding's offset */
     c->ln_eps = 1e-5f;
     c->num_labels = m->num_labels;
     return TP_OK;
+}
+
+/* MarianSinusoidalPositionalEmbedding: row p, column j < H/2 is sin(p / 10000^(2j/H)),
+ * column H/2 + j is cos of the same angle (not interleaved). Computed in double, as
+ * transformers does with numpy, then rounded to fp32. */
+static float *sinusoid_table(int P, int H) {
+    float *t = malloc((size_t)P * H * sizeof *t);
+    if (!t) return NULL;
+    const int half = H / 2;
+    for (int p = 0; p < P; p++)
+        for (int j = 0; j < half; j++) {
+            const double angle = p / pow(10000.0, 2.0 * j / H);
+            t[(size_t)p * H + j] = (float)sin(angle);
+            t[(size_t)p * H + half + j] = (float)cos(angle);
+        }
+    return t;
 }
 
 static int has(const tp_model *m, const char *prefix, const char *name) {
@@ -564,26 +625,64 @@ static tp_status bind_attn(const tp_model *m, const char *p, const char *name, i
     return TP_OK;
 }
 
+/* The token tables: "shared" (BART, Marian with share_encoder_decoder_embeddings),
+ * else each stack's own embed_tokens. */
+static tp_status bind_embeddings(tp_model *m, const char *p, bart *mdl, tp_error *err) {
+    const bart_config *c = &mdl->c;
+    bart_weights *w = &mdl->w;
+    int shared = 1;
+    if (mdl->v->sinusoidal)
+        TP_TRY(tp__json_bool(m->config, "share_encoder_decoder_embeddings", 1, &shared,
+                             m->config_path, err));
+    if (shared) {
+        if (c->dec_vocab != c->vocab_size)
+            return tp__error(err, TP_ERR_FORMAT,
+                             "%s: decoder_vocab_size %d differs from vocab_size %d with "
+                             "share_encoder_decoder_embeddings",
+                             m->config_path, c->dec_vocab, c->vocab_size);
+        const char *emb = has(m, p, "shared.weight") || !has(m, p, "encoder.embed_tokens.weight")
+                              ? "shared.weight" : "encoder.embed_tokens.weight";
+        TP_TRY(tp__encoder_tensor(m, p, emb, c->vocab_size, c->hidden, &w->enc_emb, err));
+        w->dec_emb = w->enc_emb;
+        return TP_OK;
+    }
+    TP_TRY(tp__encoder_tensor(m, p, "encoder.embed_tokens.weight", c->vocab_size, c->hidden,
+                              &w->enc_emb, err));
+    return tp__encoder_tensor(m, p, "decoder.embed_tokens.weight", c->dec_vocab, c->hidden,
+                              &w->dec_emb, err);
+}
+
 static tp_status bind_weights(tp_model *m, bart *mdl, tp_error *err) {
     const bart_config *c = &mdl->c;
     bart_weights *w = &mdl->w;
-    const int H = c->hidden, P2 = c->max_positions + POS_OFFSET;
-    /* BartFor* keep the base model under "model."; a saved BartModel has no prefix */
-    const char *p = has(m, "model.", "shared.weight") || has(m, "model.", "encoder.layers.0.fc1.weight")
+    const int H = c->hidden, P2 = c->max_positions + c->pos_offset;
+    /* BartFor* / MarianMTModel keep the base model under "model."; a saved base model
+     * has no prefix */
+    const char *p = has(m, "model.", "shared.weight") ||
+                            has(m, "model.", "encoder.layers.0.fc1.weight") ||
+                            has(m, "model.", "encoder.embed_tokens.weight")
                         ? "model." : "";
-    const char *emb = has(m, p, "shared.weight") || !has(m, p, "encoder.embed_tokens.weight")
-                          ? "shared.weight" : "encoder.embed_tokens.weight";
-    TP_TRY(tp__encoder_tensor(m, p, emb, c->vocab_size, H, &w->shared, err));
-    TP_TRY(tp__encoder_tensor(m, p, "encoder.embed_positions.weight", P2, H, &w->enc_pos, err));
-    TP_TRY(tp__encoder_tensor(m, p, "decoder.embed_positions.weight", P2, H, &w->dec_pos, err));
-    TP_TRY(tp__encoder_layer_norm(m, p, "encoder.layernorm_embedding", H, &w->enc_ln_g,
-                                  &w->enc_ln_b, err));
-    TP_TRY(tp__encoder_layer_norm(m, p, "decoder.layernorm_embedding", H, &w->dec_ln_g,
-                                  &w->dec_ln_b, err));
+    TP_TRY(bind_embeddings(m, p, mdl, err));
+    if (mdl->v->sinusoidal) {
+        /* not trainable: checkpoints may omit the tables, transformers rebuilds them */
+        if (!(w->sinusoid = sinusoid_table(c->max_positions, H)))
+            return tp__error(err, TP_ERR_NOMEM, "out of memory for the position table");
+        w->enc_pos = w->dec_pos = w->sinusoid;
+    } else {
+        TP_TRY(tp__encoder_tensor(m, p, "encoder.embed_positions.weight", P2, H, &w->enc_pos,
+                                  err));
+        TP_TRY(tp__encoder_tensor(m, p, "decoder.embed_positions.weight", P2, H, &w->dec_pos,
+                                  err));
+        TP_TRY(tp__encoder_layer_norm(m, p, "encoder.layernorm_embedding", H, &w->enc_ln_g,
+                                      &w->enc_ln_b, err));
+        TP_TRY(tp__encoder_layer_norm(m, p, "decoder.layernorm_embedding", H, &w->dec_ln_g,
+                                      &w->dec_ln_b, err));
+    }
 
     w->enc = calloc(c->enc_layers ? (size_t)c->enc_layers : 1, sizeof *w->enc);
     w->dec = calloc(c->dec_layers ? (size_t)c->dec_layers : 1, sizeof *w->dec);
-    if (!w->enc || !w->dec) return tp__error(err, TP_ERR_NOMEM, "out of memory for the layer tables");
+    if (!w->enc || !w->dec)
+        return tp__error(err, TP_ERR_NOMEM, "out of memory for the layer tables");
     char n[128];
     for (int i = 0; i < c->enc_layers; i++) {
         bart_enc_layer *l = &w->enc[i];
@@ -624,12 +723,12 @@ static tp_status bind_weights(tp_model *m, bart *mdl, tp_error *err) {
         int tied;
         TP_TRY(tp__json_bool(m->config, "tie_word_embeddings", 1, &tied, m->config_path, err));
         if (has(m, "", "lm_head.weight") || !tied)
-            TP_TRY(tp__encoder_tensor(m, "", "lm_head.weight", c->vocab_size, H, &w->lm_w, err));
+            TP_TRY(tp__encoder_tensor(m, "", "lm_head.weight", c->dec_vocab, H, &w->lm_w, err));
         else
-            w->lm_w = w->shared; /* tied: the checkpoint omits the copy */
+            w->lm_w = w->dec_emb; /* tied: the checkpoint omits the copy */
         /* a registered buffer; transformers starts it at zeros when a file lacks it */
         if (has(m, "", "final_logits_bias"))
-            TP_TRY(tp__encoder_tensor(m, "", "final_logits_bias", 1, c->vocab_size, &w->lm_bias,
+            TP_TRY(tp__encoder_tensor(m, "", "final_logits_bias", 1, c->dec_vocab, &w->lm_bias,
                                       err));
         break;
     }
@@ -639,12 +738,18 @@ static tp_status bind_weights(tp_model *m, bart *mdl, tp_error *err) {
     return TP_OK;
 }
 
-static tp_status set_head(tp_model *m, tp_error *err) {
+static tp_status set_head(tp_model *m, const seq2seq_variant *v, tp_error *err) {
     const char *a = m->architecture;
-    if (!a[0] || strcmp(a, "BartModel") == 0) m->head = TP_HEAD_NONE;
-    else if (strcmp(a, "BartForSequenceClassification") == 0)
+    const size_t nb = strlen(v->base);
+    const int ours = strncmp(a, v->base, nb) == 0;
+    if (!a[0] || (ours && strcmp(a + nb, "Model") == 0)) m->head = TP_HEAD_NONE;
+    else if (!v->sinusoidal && ours && strcmp(a + nb, "ForSequenceClassification") == 0)
         m->head = TP_HEAD_SEQUENCE_CLASSIFICATION;
-    else if (strcmp(a, "BartForConditionalGeneration") == 0) m->head = TP_HEAD_SEQ2SEQ_LM;
+    else if (strcmp(a, v->lm_arch) == 0) m->head = TP_HEAD_SEQ2SEQ_LM;
+    else if (v->sinusoidal)
+        return tp__error(err, TP_ERR_UNSUPPORTED,
+                         "%s: architecture '%s' is not supported (supported: MarianModel, "
+                         "MarianMTModel)", m->config_path, a);
     else
         return tp__error(err, TP_ERR_UNSUPPORTED,
                          "%s: architecture '%s' is not supported (supported: BartModel, "
@@ -658,15 +763,18 @@ static void bart_free(void *arch) {
     if (!mdl) return;
     free(mdl->w.enc);
     free(mdl->w.dec);
+    free(mdl->w.sinusoid);
     free(mdl);
 }
 
-static tp_status bart_load(tp_model *m, void **arch, tp_error *err) {
+static tp_status load_variant(tp_model *m, const seq2seq_variant *v, void **arch,
+                              tp_error *err) {
     *arch = NULL;
-    TP_TRY(set_head(m, err));
+    TP_TRY(set_head(m, v, err));
     bart *mdl = calloc(1, sizeof *mdl);
     if (!mdl) return tp__error(err, TP_ERR_NOMEM, "out of memory loading %s", m->dir);
-    tp_status st = read_config(m, &mdl->c, err);
+    mdl->v = v;
+    tp_status st = read_config(m, v, &mdl->c, err);
     if (st == TP_OK) st = bind_weights(m, mdl, err);
     if (st != TP_OK) {
         bart_free(mdl);
@@ -676,9 +784,24 @@ static tp_status bart_load(tp_model *m, void **arch, tp_error *err) {
     return TP_OK;
 }
 
+static tp_status bart_load(tp_model *m, void **arch, tp_error *err) {
+    return load_variant(m, &BART, arch, err);
+}
+
+static tp_status marian_load(tp_model *m, void **arch, tp_error *err) {
+    return load_variant(m, &MARIAN, arch, err);
+}
+
 const tp__model_family tp__family_bart = {
     .model_type = "bart",
     .load = bart_load,
+    .free = bart_free,
+    .forward = bart_forward,
+};
+
+const tp__model_family tp__family_marian = {
+    .model_type = "marian",
+    .load = marian_load,
     .free = bart_free,
     .forward = bart_forward,
 };

@@ -17,14 +17,19 @@
 #include "../runtime.h"
 #include "bart.h"
 #include "encoder.h"
+#include "t5.h"
 
 static const tp__model_family *const families[] = {
     &tp__family_bert,
     &tp__family_distilbert,
     &tp__family_roberta,
     &tp__family_bart,
+    &tp__family_marian,
+    &tp__family_t5,
+    &tp__family_gpt2,
+    &tp__family_llama,
 };
-#define SUPPORTED_TYPES "bert, distilbert, roberta, bart"
+#define SUPPORTED_TYPES "bert, distilbert, roberta, bart, marian, t5, gpt2, llama"
 
 static char *join_path(const char *dir, const char *file) {
     size_t n = strlen(dir) + strlen(file) + 2;
@@ -98,7 +103,8 @@ static tp_status read_labels(tp_model *m, tp_error *err) {
 static tp_status check_architecture(const tp_model *m, tp_error *err) {
     static const char *const suffixes[] = {"Model", "ForSequenceClassification",
                                            "ForTokenClassification", "ForQuestionAnswering",
-                                           "ForMaskedLM", "ForConditionalGeneration"};
+                                           "ForMaskedLM", "ForConditionalGeneration",
+                                           "LMHeadModel", "ForCausalLM"};
     const size_t n = strlen(m->architecture);
     if (n == 0) return TP_OK;
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
@@ -108,7 +114,8 @@ static tp_status check_architecture(const tp_model *m, tp_error *err) {
     return tp__error(err, TP_ERR_UNSUPPORTED,
                      "%s: architecture '%s' is not supported (supported: *Model, "
                      "*ForSequenceClassification, *ForTokenClassification, "
-                     "*ForQuestionAnswering, *ForMaskedLM, *ForConditionalGeneration)",
+                     "*ForQuestionAnswering, *ForMaskedLM, *ForConditionalGeneration, "
+                     "*LMHeadModel, *ForCausalLM)",
                      m->config_path, m->architecture);
 }
 

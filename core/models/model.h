@@ -22,6 +22,9 @@ typedef struct tp__model_family {
     void (*free)(void *arch);
     tp_status (*forward)(const tp_model *m, const tp__backend *be, const tp_model_input *in,
                          tp_tensor **out, tp_error *err);
+    /* Decoder-only language models: the incremental-decoding session generation
+     * drives (core/generate/generate.h); NULL for every other family. */
+    const struct tp__lm_ops *lm;
 } tp__model_family;
 
 struct tp_model {
@@ -43,6 +46,8 @@ struct tp_model {
 /* Families, one per file. */
 extern const tp__model_family tp__family_bert;
 extern const tp__model_family tp__family_distilbert;
+extern const tp__model_family tp__family_gpt2;
+extern const tp__model_family tp__family_llama;
 
 /* Forward on an explicit backend (the request path pins one). */
 tp_status tp__model_forward(const tp_model *m, const tp__backend *be, const tp_model_input *in,

@@ -308,6 +308,19 @@ TP_API tp_status tp_model_forward(tp_model *m, const tp_model_input *in, tp_tens
 TP_API tp_status tp_model_forward_encoding(tp_model *m, const tp_encoding *enc, tp_tensor **out,
                                            tp_error *err);
 
+/* Generation (decoder-only language models: TP_HEAD_CAUSAL_LM). `in` is a
+ * left-padded batch (input_ids and attention_mask; NULL mask: all ones);
+ * `params_json` a JSON object of transformers' generate() parameters (max_new_tokens,
+ * num_beams, do_sample, top_p, ..., see docs/generation.md) over the model's
+ * generation_config.json and config.json, or NULL. An unknown or invalid parameter
+ * is TP_ERR_INVALID_ARGUMENT naming it. On TP_OK `*sequences` (free with tp_free)
+ * holds *rows x *cols token ids: prompt + generated tokens, batch *
+ * num_return_sequences rows, padded with pad_token_id (eos when unset).
+ * Thread-safe: several generations may run on one model at once. */
+TP_API tp_status tp_model_generate(tp_model *m, const tp_model_input *in,
+                                   const char *params_json, int32_t **sequences, int *rows,
+                                   int *cols, tp_error *err);
+
 /* ---------------------------------------------------------------- tensors */
 
 typedef enum tp_dtype { TP_F32 = 0, TP_F16, TP_BF16, TP_I8, TP_I32, TP_I64 } tp_dtype;

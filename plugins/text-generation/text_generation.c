@@ -1,0 +1,297 @@
+/*
+ * text_generation.c: the "text-generation" task plugin, reproducing transformers
+ * 5's TextGenerationPipeline for decoder-only language models (GPT-2, Llama...).
+ *
+ * Inputs: a string (output [{"generated_text"}]) or a list of strings (one such
+ * list per string). Each prompt is generated on its own, as the pipeline does with
+ * its default batch size of 1. Parameters: return_full_text (default true: the
+ * prompt text + the new text), stop (a string or list of strings: generation of a
+ * row ends once its new text contains one; the stop string is kept, as
+ * generate(stop_strings=...) keeps it), and every generate() parameter
+ * (max_new_tokens, num_return_sequences, do_sample, temperature, top_k, top_p,
+ * typical_p, min_p, seed, repetition_penalty, ...), checked by the core.
+ * The pipeline's defaults (max_new_tokens 256, do_sample true, temperature 0.7)
+ * come first, then the request's parameters.
+ *
+ * Chat input (a list of {role, content} messages) needs the chat template engine
+ * (core/chat_template.c, in progress): it is TP_ERR_UNSUPPORTED until then; see
+ * the comment in tg_run where it plugs in.
+ *
+ * Links nothing of the core: every service comes from the tp_core_api table.
+ * Thread-safety: run() only reads the pipeline state, so it may run concurrently.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tpipe_plugin.h"
+
+#define TG_TASK "text-generation"
+
+typedef struct tg_pipeline {
+    const tp_core_api *core;
+    tp_model *model;
+    tp_tokenizer *tok;
+} tg_pipeline;
+
+/* The plugin's own parameters; the rest go to generate(). */
+static const char *const own_params[] = {"return_full_text", "stop", "stop_strings", NULL};
+
+typedef struct stop_check {
+    const tg_pipeline *st;
+    const char *const *stops;
+    int n_stops;
+    int prompt_len;
+} stop_check;
+
+static tp_status tg_init(const tp_core_api *core, void **plugin_state, tp_error *err) {
+    if (!core ||
+        core->struct_size < offsetof(tp_core_api, model_generate) + sizeof core->model_generate) {
+        if (err) {
+            err->status = TP_ERR_ABI;
+            snprintf(err->message, sizeof err->message,
+                     TG_TASK " plugin: the core's function table has no model_generate");
+        }
+        return TP_ERR_ABI;
+    }
+    *plugin_state = (void *)core;
+    return TP_OK;
+}
+
+static tp_status tg_open(void *plugin_state, tp_task_pipeline *p, void **pipeline_state,
+                         tp_error *err) {
+    const tp_core_api *core = plugin_state;
+    tp_model *m = core->pipeline_model(p);
+    tp_tokenizer *tok = core->pipeline_tokenizer(p);
+    if (!m || core->model_head(m) != TP_HEAD_CAUSAL_LM) {
+        const char *arch = m ? core->model_architecture(m) : NULL;
+        return core->error_set(err, TP_ERR_UNSUPPORTED,
+                               "model %s is not a causal language model (*ForCausalLM, "
+                               "*LMHeadModel): it cannot serve " TG_TASK,
+                               arch && arch[0] ? arch : "(unknown architecture)");
+    }
+    if (!tok)
+        return core->error_set(err, TP_ERR_NOT_FOUND,
+                               TG_TASK " needs a tokenizer, and the model directory has none");
+    tg_pipeline *st = calloc(1, sizeof *st);
+    if (!st) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    st->core = core, st->model = m, st->tok = tok;
+    *pipeline_state = st;
+    return TP_OK;
+}
+
+static void tg_close(void *pipeline_state) { free(pipeline_state); }
+
+/* Ends a row once a stop string ends inside its newest token's text. */
+static int on_step(void *user, const int32_t *seq, int rows, int len, uint8_t *stop) {
+    stop_check *sc = user;
+    const tp_core_api *core = sc->st->core;
+    for (int r = 0; r < rows; r++) {
+        const int32_t *row = seq + (size_t)r * len + sc->prompt_len;
+        const int n = len - sc->prompt_len;
+        char *all = NULL, *before = NULL;
+        tp_error e = {0};
+        if (core->tokenizer_decode(sc->st->tok, row, (size_t)n, 1, 0, &all, &e) == TP_OK &&
+            core->tokenizer_decode(sc->st->tok, row, (size_t)(n - 1), 1, 0, &before, &e) ==
+                TP_OK) {
+            const size_t from = strlen(before);
+            for (int i = 0; i < sc->n_stops && !stop[r]; i++) {
+                const size_t sl = strlen(sc->stops[i]);
+                for (const char *h = strstr(all, sc->stops[i]); h && !stop[r];
+                     h = strstr(h + 1, sc->stops[i]))
+                    if ((size_t)(h - all) + sl > from) stop[r] = 1;
+            }
+        }
+        core->free(all);
+        core->free(before);
+    }
+    return 0;
+}
+
+/* Generates for one prompt and appends num_return_sequences records to `out`. */
+static tp_status generate_one(const tg_pipeline *st, tp_task_context *ctx, const char *text,
+                              const cJSON *gparams, int full_text, stop_check *sc, cJSON *out,
+                              tp_error *err) {
+    const tp_core_api *core = st->core;
+    tp_encode_options opts;
+    core->encode_options_init(&opts);
+    tp_encoding *enc = NULL;
+    const char *texts[1] = {text};
+    if (core->tokenizer_encode(st->tok, texts, NULL, 1, &opts, &enc, err) != TP_OK)
+        return err ? err->status : TP_ERR_INTERNAL;
+    const int T = (int)core->encoding_length(enc, 0);
+    const int32_t *ids = core->encoding_ids(enc, 0);
+    if (T == 0) {
+        core->encoding_free(enc);
+        return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                               "inputs: the prompt \"%s\" has no tokens", text);
+    }
+    tp_model_input in = {.struct_size = sizeof in, .batch = 1, .seq_len = T, .input_ids = ids};
+    int32_t *seqs = NULL;
+    int rows = 0, cols = 0;
+    char *prompt_dec = NULL;
+    sc->prompt_len = T;
+    tp_status s = core->model_generate(ctx, st->model, &in, gparams, own_params,
+                                       sc->n_stops ? on_step : NULL, sc, &seqs, &rows, &cols,
+                                       err);
+    if (s == TP_OK)
+        s = core->tokenizer_decode(st->tok, ids, (size_t)T, 1, -1, &prompt_dec, err);
+    for (int r = 0; s == TP_OK && r < rows; r++) {
+        char *dec = NULL;
+        s = core->tokenizer_decode(st->tok, seqs + (size_t)r * cols, (size_t)cols, 1, -1, &dec,
+                                   err);
+        if (s != TP_OK) break;
+        /* the new text is what follows the decoded prompt's length, as the pipeline cuts it */
+        const size_t pl = strlen(prompt_dec), dl = strlen(dec);
+        const char *tail = dec + (pl < dl ? pl : dl);
+        size_t n = strlen(tail) + (full_text ? strlen(text) : 0) + 1;
+        char *gen = malloc(n);
+        if (!gen) {
+            core->free(dec);
+            s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        snprintf(gen, n, "%s%s", full_text ? text : "", tail);
+        cJSON *rec = cJSON_CreateObject();
+        if (!rec || !cJSON_AddStringToObject(rec, "generated_text", gen)) {
+            cJSON_Delete(rec);
+            s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+        } else {
+            cJSON_AddItemToArray(out, rec);
+        }
+        free(gen);
+        core->free(dec);
+    }
+    core->free(prompt_dec);
+    core->free(seqs);
+    core->encoding_free(enc);
+    return s;
+}
+
+static int is_chat(const cJSON *v) {
+    const cJSON *first = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, 0) : NULL;
+    return first && (cJSON_IsObject(first) || (cJSON_IsArray(first) &&
+                                               cJSON_IsObject(cJSON_GetArrayItem(first, 0))));
+}
+
+static tp_status tg_run(void *pipeline_state, tp_task_context *ctx, const cJSON *inputs,
+                        const cJSON *params, cJSON **result, tp_error *err) {
+    const tg_pipeline *st = pipeline_state;
+    const tp_core_api *core = st->core;
+    /* Chat input: render the messages with the tokenizer's chat template
+     * (add_generation_prompt), generate from that text with return_full_text
+     * meaning "the messages plus an assistant message", once core/chat_template.c
+     * is in the core table. */
+    if (is_chat(inputs))
+        return core->error_set(err, TP_ERR_UNSUPPORTED,
+                               "inputs: chat messages need the chat template engine, which "
+                               "this build does not have yet; pass a string");
+    if (!cJSON_IsString(inputs) && !cJSON_IsArray(inputs))
+        return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                               "\"inputs\" must be a string or a list of strings");
+    int full_text = 1;
+    const cJSON *rft = cJSON_GetObjectItemCaseSensitive(params, "return_full_text");
+    if (rft) {
+        if (!cJSON_IsBool(rft))
+            return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                   "parameter 'return_full_text' must be true or false");
+        full_text = cJSON_IsTrue(rft);
+    }
+    const char *stops[16];
+    stop_check sc = {.st = st, .stops = stops};
+    for (const char *const *k = own_params + 1; *k; k++) {
+        const cJSON *sv = cJSON_GetObjectItemCaseSensitive(params, *k);
+        if (!sv || cJSON_IsNull(sv)) continue;
+        if (cJSON_IsString(sv) && sv->valuestring[0] && sc.n_stops < 16) {
+            stops[sc.n_stops++] = sv->valuestring;
+            continue;
+        }
+        const cJSON *e;
+        int ok = cJSON_IsArray(sv);
+        cJSON_ArrayForEach(e, sv) {
+            if (!cJSON_IsString(e) || !e->valuestring[0] || sc.n_stops >= 16) ok = 0;
+            else stops[sc.n_stops++] = e->valuestring;
+        }
+        if (!ok)
+            return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                   "parameter '%s' must be a non-empty string or a list of at "
+                                   "most 16 of them",
+                                   *k);
+    }
+    /* the pipeline's generation defaults under the request's parameters */
+    cJSON *gp = cJSON_CreateObject();
+    if (!gp) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    cJSON_AddNumberToObject(gp, "max_new_tokens", 256);
+    cJSON_AddBoolToObject(gp, "do_sample", 1);
+    cJSON_AddNumberToObject(gp, "temperature", 0.7);
+    const cJSON *p;
+    cJSON_ArrayForEach(p, params) {
+        cJSON_DeleteItemFromObjectCaseSensitive(gp, p->string);
+        cJSON_AddItemToObject(gp, p->string, cJSON_Duplicate(p, 1));
+    }
+    /* max_length given alone replaces the default max_new_tokens */
+    if (cJSON_GetObjectItemCaseSensitive(params, "max_length") &&
+        !cJSON_GetObjectItemCaseSensitive(params, "max_new_tokens"))
+        cJSON_DeleteItemFromObjectCaseSensitive(gp, "max_new_tokens");
+    cJSON *res = cJSON_CreateArray();
+    tp_status s = res ? TP_OK : core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    if (s == TP_OK && cJSON_IsString(inputs)) {
+        s = generate_one(st, ctx, inputs->valuestring, gp, full_text, &sc, res, err);
+    } else if (s == TP_OK) {
+        int i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, inputs) {
+            if (!cJSON_IsString(v)) {
+                s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                    "inputs[%d] must be a string", i);
+                break;
+            }
+            cJSON *one = cJSON_CreateArray();
+            if (!one) {
+                s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+                break;
+            }
+            cJSON_AddItemToArray(res, one);
+            s = generate_one(st, ctx, v->valuestring, gp, full_text, &sc, one, err);
+            if (s != TP_OK) break;
+            i++;
+        }
+    }
+    cJSON_Delete(gp);
+    if (s != TP_OK) {
+        cJSON_Delete(res);
+        return s;
+    }
+    *result = res;
+    return TP_OK;
+}
+
+static const char *const tg_tasks[] = {TG_TASK, NULL};
+
+static const tp_task_vtable tg_vtable = {
+    .struct_size = sizeof(tp_task_vtable),
+    .tasks = tg_tasks,
+    .aliases = NULL,
+    .init = tg_init,
+    .shutdown = NULL,
+    .open = tg_open,
+    .close = tg_close,
+    .run = tg_run,
+};
+
+static const tp_module_descriptor tg_descriptor = {
+    .struct_size = sizeof(tp_module_descriptor),
+    .abi_version = TP_ABI_CURRENT,
+    .kind = TP_MODULE_TASK,
+    .name = TG_TASK,
+    .version = "0.1.0",
+    .license = "MIT",
+    .description = "text-generation with decoder-only language models, as transformers 5 does it",
+    .vtable = &tg_vtable,
+};
+
+TP_MODULE_EXPORT const tp_module_descriptor *tpipe_module_entry(void) { return &tg_descriptor; }
