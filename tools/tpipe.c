@@ -6,6 +6,7 @@
  *   tpipe plugins | backends                     what the runtime loaded or refused
  *   tpipe tokenize | detokenize                  the model's tokenizer alone
  *   tpipe bench --model DIR [...]                latency and throughput of a model
+ *   tpipe bench --tokenizer --model DIR --corpus FILE   encode throughput of a tokenizer
  *
  * Contract: stdout carries only the result (JSON for run/tokenize); a failure prints
  * one line "tpipe: <message>" on stderr, nothing on stdout, and exits 1 (2 for a
@@ -51,6 +52,9 @@ typedef struct cli {
     /* bench */
     const char *task;
     int batch, seq, iters, warmup, warmup_given, json_out;
+    /* bench --tokenizer */
+    int tokenizer_bench, repeat_to_bytes;
+    const char *corpus, *output_ids;
 } cli;
 
 /* ------------------------------------------------------------------ help */
@@ -170,6 +174,8 @@ static const char backends_help[] =
 static const char bench_help[] =
     "Usage: tpipe bench --model DIR [--task TASK] [--backend NAME] [--threads N]\n"
     "                   [--batch B] [--seq T] [--iters N] [--warmup N] [--json]\n"
+    "       tpipe bench --tokenizer --model DIR --corpus FILE [--repeat-to-bytes N]\n"
+    "                   [--iters N] [--warmup N] [--output-ids FILE] [--json]\n"
     "\n"
     "Measures a model on B synthetic texts of exactly T tokens each (one common word\n"
     "repeated; for question-answering a short question and a long context, for\n"
@@ -198,8 +204,20 @@ static const char bench_help[] =
     "still measured and the pipeline row says why (\"pipeline\": null and\n"
     "\"pipeline_error\" in JSON).\n"
     "\n"
-    "Example:\n"
-    "  tpipe bench --model models/spam-filter --backend openblas --threads 2 --batch 16\n";
+    "With --tokenizer, the tokenizer of DIR alone: FILE is read as Python reads text\n"
+    "(\"\\r\\n\" and \"\\r\" become \"\\n\"), repeated as text = (corpus + \"\\n\") * k with\n"
+    "k = N // len(corpus) + 1 (N from --repeat-to-bytes, default 1048576), and split into\n"
+    "lines as str.splitlines() does. The lines are encoded as one batch (one\n"
+    "tp_tokenizer_encode call, special tokens added, no padding or truncation), --iters\n"
+    "times (default 3) after --warmup calls (default 1). Reported: the median time, MB/s\n"
+    "(bytes of the repeated text, line breaks included, over 10^6) and tokens/s, the token\n"
+    "count and the sum of the ids (a checksum). --output-ids FILE writes the ids of the\n"
+    "last run, one line per input line, space-separated.\n"
+    "\n"
+    "Examples:\n"
+    "  tpipe bench --model models/spam-filter --backend openblas --threads 2 --batch 16\n"
+    "  tpipe bench --tokenizer --model tests/data/fixtures/tokenizers/gpt2 \\\n"
+    "      --corpus bench/corpus/corpus_en.txt\n";
 
 static const char *const command_help[CMD_COUNT] = {
     main_help, run_help, plugins_help, backends_help, tokenize_help, detokenize_help, bench_help,
@@ -268,6 +286,10 @@ static const option_spec options[] = {
     {"--iters", OPT_VALUE, ON(CMD_BENCH)},
     {"--warmup", OPT_VALUE, ON(CMD_BENCH)},
     {"--json", 0, ON(CMD_BENCH)},
+    {"--tokenizer", 0, ON(CMD_BENCH)},
+    {"--corpus", OPT_VALUE, ON(CMD_BENCH)},
+    {"--repeat-to-bytes", OPT_VALUE, ON(CMD_BENCH)},
+    {"--output-ids", OPT_VALUE, ON(CMD_BENCH)},
 };
 
 static int usage_error(char *msg, size_t cap, const char *fmt, ...)
@@ -306,6 +328,13 @@ static int set_option(cli *c, const char *name, const char *value, char *msg, si
         if (!parse_count(value, &c->warmup))
             return usage_error(msg, cap, "--warmup wants a number >= 0, got '%s'", value);
         c->warmup_given = 1;
+    }
+    else if (strcmp(name, "--tokenizer") == 0) c->tokenizer_bench = 1;
+    else if (strcmp(name, "--corpus") == 0) c->corpus = value;
+    else if (strcmp(name, "--output-ids") == 0) c->output_ids = value;
+    else if (strcmp(name, "--repeat-to-bytes") == 0) {
+        if (!parse_count(value, &c->repeat_to_bytes) || c->repeat_to_bytes == 0)
+            return usage_error(msg, cap, "--repeat-to-bytes wants a number >= 1, got '%s'", value);
     }
     else if (strcmp(name, "--pair") == 0) c->pair = value;
     else if (strcmp(name, "--no-special") == 0) c->no_special = 1;
@@ -405,6 +434,19 @@ static int parse_args(int argc, char **argv, cli *c, char *msg, size_t cap)
     if ((c->cmd == CMD_PLUGINS || c->cmd == CMD_BACKENDS || c->cmd == CMD_BENCH) && c->n_args)
         return usage_error(msg, cap, "%s takes no arguments, got '%s'", command_names[c->cmd],
                            c->args[0]);
+    if (c->cmd == CMD_BENCH && !c->tokenizer_bench &&
+        (c->corpus || c->output_ids || c->repeat_to_bytes))
+        return usage_error(msg, cap, "%s only applies to bench --tokenizer",
+                           c->corpus ? "--corpus" : c->output_ids ? "--output-ids"
+                                                                  : "--repeat-to-bytes");
+    if (c->cmd == CMD_BENCH && c->tokenizer_bench) {
+        if (!c->corpus)
+            return usage_error(msg, cap, "bench --tokenizer needs --corpus FILE");
+        if (c->task || c->backend || c->batch || c->seq)
+            return usage_error(msg, cap, "%s does not apply to bench --tokenizer",
+                               c->task ? "--task" : c->backend ? "--backend"
+                                                  : c->batch ? "--batch" : "--seq");
+    }
     if (c->cmd == CMD_RUN && c->n_args == 0)
         return usage_error(msg, cap, "run needs a TASK (try tpipe run --help)");
     if (c->cmd == CMD_RUN && c->n_args > 1 && c->n_inputs)
@@ -1002,8 +1044,248 @@ static void stats_row(const char *name, const bench_stats *s, int batch, int seq
            batch * 1e3 / s->median, (double)batch * seq * 1e3 / s->median);
 }
 
+/* ------------------------------------------------------------------ bench --tokenizer */
+
+/* The batch of bench --tokenizer, made as bench/bench_tokenizers_hf.py makes it:
+ * the corpus read as Python's text mode reads it, text = (corpus + "\n") * k with
+ * k = max(1, N // len(corpus) + 1), lines = text.splitlines(). */
+typedef struct tok_corpus {
+    char *text;          /* the repeated text; its line breaks are overwritten by NULs */
+    size_t corpus_bytes; /* the corpus after newline translation */
+    size_t bytes;        /* the repeated text, line breaks included */
+    int repeat;          /* k */
+    const char **lines;  /* into text */
+    size_t n_lines;
+} tok_corpus;
+
+/* Length of the str.splitlines() line boundary at p (0 when none): \n \r \r\n \v \f
+ * \x1c \x1d \x1e, and U+0085, U+2028, U+2029 in UTF-8. */
+static size_t line_break_at(const unsigned char *p, const unsigned char *end)
+{
+    switch (p[0]) {
+    case '\r': return p + 1 < end && p[1] == '\n' ? 2 : 1;
+    case '\n': case '\v': case '\f': case 0x1c: case 0x1d: case 0x1e: return 1;
+    case 0xc2: return p + 1 < end && p[1] == 0x85 ? 2 : 0;
+    case 0xe2: return p + 2 < end && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9) ? 3 : 0;
+    default: return 0;
+    }
+}
+
+/* Reads and repeats the corpus to at least `min_bytes`; returns 0 or an exit status
+ * after printing why. */
+static int load_tok_corpus(const char *path, size_t min_bytes, tok_corpus *tc)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        say_error("--corpus %s: %s", path, strerror(errno));
+        return EXIT_ERROR;
+    }
+    size_t cap = 1 << 16, len = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) free(buf);
+            buf = nb;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        say_error("--corpus %s: %s", path, buf ? "read error" : "out of memory");
+        free(buf);
+        return EXIT_ERROR;
+    }
+    /* Python's universal newlines: "\r\n" and a lone "\r" read as "\n" */
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n') continue;
+        buf[n++] = buf[i] == '\r' ? '\n' : buf[i];
+    }
+    if (n == 0) {
+        say_error("--corpus %s: the file is empty", path);
+        free(buf);
+        return EXIT_ERROR;
+    }
+    size_t k = min_bytes / n + 1;
+    if (k > INT_MAX || (n + 1) > SIZE_MAX / 2 / k) {
+        say_error("--corpus %s: repeating it to %zu bytes is too large", path, min_bytes);
+        free(buf);
+        return EXIT_ERROR;
+    }
+    tc->corpus_bytes = n;
+    tc->repeat = (int)k;
+    tc->bytes = (n + 1) * k;
+    tc->text = malloc(tc->bytes + 1);
+    if (!tc->text) {
+        say_error("out of memory repeating the corpus to %zu bytes", tc->bytes);
+        free(buf);
+        return EXIT_ERROR;
+    }
+    for (size_t r = 0; r < k; r++) {
+        memcpy(tc->text + r * (n + 1), buf, n);
+        tc->text[r * (n + 1) + n] = '\n';
+    }
+    tc->text[tc->bytes] = '\0';
+    free(buf);
+
+    size_t breaks = 0;
+    const unsigned char *p = (const unsigned char *)tc->text, *end = p + tc->bytes;
+    for (const unsigned char *q = p; q < end;) {
+        size_t b = line_break_at(q, end);
+        breaks += b != 0;
+        q += b ? b : 1;
+    }
+    tc->lines = malloc((breaks + 1) * sizeof *tc->lines);
+    if (!tc->lines) {
+        say_error("out of memory splitting the corpus into lines");
+        return EXIT_ERROR;
+    }
+    const unsigned char *start = p;
+    for (const unsigned char *q = p; q < end;) {
+        size_t b = line_break_at(q, end);
+        if (!b) {
+            q++;
+            continue;
+        }
+        tc->lines[tc->n_lines++] = (const char *)start;
+        tc->text[q - p] = '\0';
+        q += b;
+        start = q;
+    }
+    if (start < end) tc->lines[tc->n_lines++] = (const char *)start; /* no final break */
+    return 0;
+}
+
+/* The ids of every row, one line per row, space-separated. */
+static int write_ids(const char *path, const tp_encoding *enc)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        say_error("--output-ids %s: %s", path, strerror(errno));
+        return EXIT_ERROR;
+    }
+    for (size_t r = 0; r < tp_encoding_rows(enc); r++) {
+        const int32_t *ids = tp_encoding_ids(enc, r);
+        size_t len = tp_encoding_length(enc, r);
+        for (size_t i = 0; i < len; i++) fprintf(f, i ? " %d" : "%d", (int)ids[i]);
+        fputc('\n', f);
+    }
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) {
+        say_error("--output-ids %s: write error", path);
+        return EXIT_ERROR;
+    }
+    return 0;
+}
+
+static int cmd_bench_tokenizer(const cli *c)
+{
+    const int iters = c->iters ? c->iters : 3, warmup = c->warmup_given ? c->warmup : 1;
+    const size_t min_bytes = c->repeat_to_bytes ? (size_t)c->repeat_to_bytes : (size_t)1 << 20;
+    tp_error err = {0};
+    tp_tokenizer *tok = NULL;
+    tp_encoding *enc = NULL;
+    tok_corpus tc = {0};
+    int rc = 0;
+    double *t = malloc((size_t)iters * sizeof *t);
+    if (!t) {
+        say_error("out of memory");
+        return EXIT_ERROR;
+    }
+    if ((rc = load_tok_corpus(c->corpus, min_bytes, &tc)) != 0) goto done;
+    double t0 = now_ms();
+    if (tp_tokenizer_new(c->model, TP_TOKENIZER_AUTO, &tok, &err) != TP_OK) {
+        rc = fail(&err);
+        goto done;
+    }
+    double load_ms = now_ms() - t0;
+
+    tp_encode_options opts;
+    tp_encode_options_init(&opts);
+    for (int i = 0; i < warmup + iters; i++) {
+        tp_encoding_free(enc);
+        enc = NULL;
+        double a = now_ms();
+        tp_status s = tp_tokenizer_encode(tok, tc.lines, NULL, tc.n_lines, &opts, &enc, &err);
+        double b = now_ms();
+        if (s != TP_OK) {
+            rc = fail(&err);
+            goto done;
+        }
+        if (i >= warmup) t[i - warmup] = b - a;
+    }
+    bench_stats st = summarize(t, iters);
+    double max_ms = t[iters - 1];
+
+    size_t rows = tp_encoding_rows(enc), tokens = 0;
+    unsigned long long ids_sum = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const int32_t *ids = tp_encoding_ids(enc, r);
+        size_t len = tp_encoding_length(enc, r);
+        tokens += len;
+        for (size_t i = 0; i < len; i++) ids_sum += (unsigned long long)ids[i];
+    }
+    if (c->output_ids && (rc = write_ids(c->output_ids, enc)) != 0) goto done;
+    double mb_s = (double)tc.bytes / 1e6 / (st.median / 1e3);
+    double tok_s = (double)tokens / (st.median / 1e3);
+    struct rusage ru;
+    long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
+
+    if (c->json_out) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "tpipe_version", tp_version());
+        cJSON_AddStringToObject(o, "tokenizer", c->model);
+        cJSON_AddStringToObject(o, "corpus", c->corpus);
+        cJSON_AddNumberToObject(o, "corpus_bytes", (double)tc.corpus_bytes);
+        cJSON_AddNumberToObject(o, "repeat", tc.repeat);
+        cJSON_AddNumberToObject(o, "bytes", (double)tc.bytes);
+        cJSON_AddNumberToObject(o, "lines", (double)tc.n_lines);
+        cJSON_AddNumberToObject(o, "rows", (double)rows);
+        cJSON_AddNumberToObject(o, "tokens", (double)tokens);
+        cJSON_AddNumberToObject(o, "ids_sum", (double)ids_sum);
+        cJSON_AddNumberToObject(o, "iters", iters);
+        cJSON_AddNumberToObject(o, "warmup", warmup);
+        cJSON_AddNumberToObject(o, "load_ms", load_ms);
+        cJSON_AddNumberToObject(o, "median_ms", st.median);
+        cJSON_AddNumberToObject(o, "min_ms", st.min);
+        cJSON_AddNumberToObject(o, "max_ms", max_ms);
+        cJSON_AddNumberToObject(o, "mb_per_s", mb_s);
+        cJSON_AddNumberToObject(o, "tokens_per_s", tok_s);
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss);
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!s) {
+            say_error("out of memory printing the result");
+            rc = EXIT_ERROR;
+            goto done;
+        }
+        rc = print_result(s);
+        cJSON_free(s);
+        goto done;
+    }
+    printf("tokenizer  %s (loaded in %.1f ms)\n", c->model, load_ms);
+    printf("corpus     %s: (%zu bytes + \"\\n\") x %d = %zu bytes, %zu lines\n", c->corpus,
+           tc.corpus_bytes, tc.repeat, tc.bytes, tc.n_lines);
+    printf("encode     one batch of %zu lines, %d iterations after %d warm-up: median %.1f ms "
+           "(min %.1f, max %.1f)\n", tc.n_lines, iters, warmup, st.median, st.min, max_ms);
+    printf("throughput %.2f MB/s, %.0f tokens/s\n", mb_s, tok_s);
+    printf("output     %zu rows, %zu tokens, ids sum %llu; peak RSS %.1f MB\n", rows, tokens,
+           ids_sum, peak_rss / 1e6);
+    rc = finish_stdout();
+done:
+    tp_encoding_free(enc);
+    tp_tokenizer_free(tok);
+    free(tc.lines);
+    free(tc.text);
+    free(t);
+    return rc;
+}
+
 static int cmd_bench(const cli *c)
 {
+    if (c->tokenizer_bench) return cmd_bench_tokenizer(c);
     const int batch = c->batch ? c->batch : 1, seq = c->seq ? c->seq : 128;
     const int iters = c->iters ? c->iters : 10, warmup = c->warmup_given ? c->warmup : 2;
     tp_error err = {0}, pipe_err = {0};
