@@ -1356,6 +1356,44 @@ static void run_generate_cases(run *r, const cJSON *cases, const char *backend)
         generate_case(r, i++, backend, c);
 }
 
+/* chat: {messages, add_generation_prompt, text}: the fixture's chat_template
+ * rendered by the tokenizer; counted once, not per backend. */
+static void run_chat_cases(run *r, const cJSON *cases)
+{
+    tp_tokenizer *tok = NULL;
+    tp_error err = {0};
+    tp_status st = tp_tokenizer_new(r->fx->dir, TP_TOKENIZER_AUTO, &tok, &err);
+    long i = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) {
+        char msg[MSG_MAX] = "";
+        const cJSON *messages = cJSON_GetObjectItemCaseSensitive(c, "messages");
+        const cJSON *want = cJSON_GetObjectItemCaseSensitive(c, "text");
+        const cJSON *agp = cJSON_GetObjectItemCaseSensitive(c, "add_generation_prompt");
+        if (st != TP_OK) {
+            report(r, "chat", i++, "-", 0, -1, "tokenizer: %s", err.message);
+            continue;
+        }
+        if (!cJSON_IsArray(messages) || !cJSON_IsString(want)) {
+            report(r, "chat", i++, "-", 0, -1, "case needs 'messages' (list) and 'text' (string)");
+            continue;
+        }
+        char *json = cJSON_PrintUnformatted(messages);
+        char *text = NULL;
+        tp_error cerr = {0};
+        tp_status cst = json ? tp_tokenizer_apply_chat_template(tok, json, cJSON_IsTrue(agp), &text,
+                                                                 &cerr)
+                             : TP_ERR_NOMEM;
+        int ok = cst == TP_OK && compare_str("text", text, want->valuestring, msg, sizeof msg);
+        if (cst != TP_OK)
+            snprintf(msg, sizeof msg, "apply_chat_template: %s", json ? cerr.message : "out of memory");
+        report(r, "chat", i++, "-", ok, -1, "%s", msg);
+        tp_free(text);
+        cJSON_free(json);
+    }
+    tp_tokenizer_free(tok);
+}
+
 static int is_metadata_key(const char *key)
 {
     static const char *const keys[] = {"name", "task", "architecture", "seed", "transformers",
@@ -1411,6 +1449,8 @@ static void run_fixture(run *r, const fixture *fx)
 
     if (cJSON_IsArray(tokenizer))
         run_tokenizer_cases(r, tokenizer);
+    if (kind_selected(r, "chat") && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(ref, "chat")))
+        run_chat_cases(r, cJSON_GetObjectItemCaseSensitive(ref, "chat"));
 
     if (forward || cJSON_IsArray(pipeline) || cJSON_IsObject(heldout) || cJSON_IsArray(qa) ||
         cJSON_IsArray(generate)) {
@@ -1442,7 +1482,7 @@ static void run_fixture(run *r, const fixture *fx)
         const char *key = item->string;
         if (strcmp(key, "tokenizer") == 0 || strcmp(key, "forward") == 0 ||
             strcmp(key, "pipeline") == 0 || strcmp(key, "heldout") == 0 ||
-            strcmp(key, "qa") == 0 || strcmp(key, "generate") == 0 || is_metadata_key(key) || !kind_selected(r, key))
+            strcmp(key, "qa") == 0 || strcmp(key, "generate") == 0 || strcmp(key, "chat") == 0 || is_metadata_key(key) || !kind_selected(r, key))
             continue;
         if (cJSON_IsArray(item))
             run_unsupported_cases(r, key, item);

@@ -294,6 +294,7 @@ struct tp_tokenizer {
     int truncate_left;
     int clean_up_spaces;                /* transformers-level cleanup in decode */
     char *role_token[TP__ROLE_COUNT];   /* configured special tokens (NULL: none) */
+    char *chat_template;                /* chat_template.c renders it (NULL: none) */
 };
 
 /* Stage registries (each parses a JSON object whose "type" it recognises). `what`

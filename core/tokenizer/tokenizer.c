@@ -1,10 +1,11 @@
 /* tokenizer.c: the public tokenizer API: loading (tokenizer.json or the legacy
  * files, with tokenizer_config.json and special_tokens_map.json), the encode
- * pipeline (added tokens, normalizer, pre-tokenizer, model, truncation with
- * overflowing windows, post-processor template, padding), decode and the
- * vocabulary queries. See tok_internal.h for the design. Thread-safety: a loaded
- * tokenizer is read-only; encode and decode keep their state on the stack and in
- * a per-call work area, so they may run concurrently on one handle. */
+ * pipeline (added tokens, normalizer, pre-tokenizer, model with tokenizers 0.23's
+ * truncation early exit, truncation with overflowing windows, post-processor
+ * template, padding), decode and the vocabulary queries. See tok_internal.h for
+ * the design. Thread-safety: a loaded tokenizer is read-only; encode and decode
+ * keep their state on the stack and in a per-call work area, so they may run
+ * concurrently on one handle. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/json_util.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/encoding.h"
 #include "tokenizer/tok_internal.h"
 
@@ -31,6 +33,7 @@ void tp_tokenizer_free(tp_tokenizer *tok)
     tp__decoder_free(tok->decoder);
     tp__added_free(&tok->added);
     for (int r = 0; r < TP__ROLE_COUNT; r++) free(tok->role_token[r]);
+    free(tok->chat_template);
     free(tok);
 }
 
@@ -144,6 +147,7 @@ tp_status tp_tokenizer_new(const char *model_dir, tp_tokenizer_source source,
     tp_status st = load_optional_json(model_dir, "tokenizer_config.json", &config, err);
     if (st == TP_OK) st = load_optional_json(model_dir, "special_tokens_map.json", &stmap, err);
     if (st == TP_OK) st = apply_configs(tok, config, stmap, err);
+    if (st == TP_OK) st = tp__tokenizer_load_chat_template(tok, model_dir, config, err);
     if (st == TP_OK) {
         if (have_json && source != TP_TOKENIZER_LEGACY) {
             st = load_json_file(tok, json_path, err);
@@ -244,10 +248,67 @@ static void seq_reset(tp__seq *s)
     s->ids.len = s->offs.len = s->words.len = 0;
 }
 
+/* The truncation early exit of tokenizers 0.23 (which transformers 5.17 ships, and
+ * which its reference outputs show). Source: huggingface/tokenizers PR #1990
+ * (commit f5fde3db, first released in 0.23.1, unchanged in 0.23.2; issue #2091 and
+ * the still-open PR #2098 discuss reverting it):
+ *   tokenizers/src/tokenizer/mod.rs, Tokenizer::do_tokenize (called by
+ *   encode_single_sequence once per sequence of the input): when truncation params
+ *   are set, and unless the strategy is OnlySecond and this is the first sequence
+ *   (type_id 0), the pre-tokenized string is tokenized with
+ *   tokenizers/src/tokenizer/pre_tokenizer.rs,
+ *   PreTokenizedString::tokenize_with_limit(model, max_length, direction).
+ * The rule, per sequence (each sequence of a pair on its own, with its own count):
+ *  - the limit is the truncation max_length itself, NOT max_length minus the
+ *    special tokens the post-processor adds, and the count is of this sequence's
+ *    tokens only;
+ *  - direction right: walk the pre-tokenizer's splits (words) in order, adding
+ *    their token counts; added-token splits (already tokenized) are counted but
+ *    never stop the walk; after each split the model tokenized, stop once the
+ *    count is >= max_length; every later split is dropped. So whole words are
+ *    kept, the last kept word may overshoot, and the sequence keeps
+ *    >= max_length tokens (or all of them);
+ *  - direction left: the same from the last split backwards; the earlier splits
+ *    are dropped and the word indices restart at 0 on the first kept split.
+ * Truncation then runs as before (Encoding::truncate / truncate_encodings, with
+ * max_length minus the special tokens, longest_first / only_first / only_second,
+ * stride) on what is left, so the first window is what it always was but the
+ * overflowing windows stop near max_length tokens into each sequence instead of
+ * covering the whole text (tokenizers <= 0.22 tokenized everything). The early
+ * exit is taken whenever truncation is on, whether or not it ends up cutting. */
+typedef struct early_exit {
+    size_t limit; /* 0: tokenize everything */
+    int left;
+} early_exit;
+
+/* The left early exit on already tokenized splits: gives the same tokens as
+ * tokenizing backwards, since a split's tokens do not depend on its neighbours. */
+static void early_exit_left(tp__work *w, size_t limit)
+{
+    tp__tok *t = w->toks.data;
+    const tp__split *sp = w->splits.data;
+    size_t k = w->toks.len, total = 0, first = 0;
+    for (size_t i = w->splits.len; i-- > 0;) {
+        size_t end = k;
+        while (k > 0 && t[k - 1].word == (int32_t)i) k--;
+        total += end - k;
+        if (sp[i].added < 0 && total >= limit) {
+            first = i;
+            break;
+        }
+    }
+    if (!first) return;
+    size_t kept = w->toks.len - k;
+    memmove(t, t + k, kept * sizeof *t);
+    w->toks.len = kept;
+    for (size_t i = 0; i < kept; i++) t[i].word -= (int32_t)first;
+}
+
 /* Runs added-token splitting, normalizer, pre-tokenizer and model over `text`
- * and leaves ids, code point offsets and word indices in `seq`. */
+ * and leaves ids, code point offsets and word indices in `seq`; `ex` is the
+ * truncation early exit for this sequence. */
 static tp_status encode_sequence(const tp_tokenizer *tok, tp__work *w, const char *text,
-                                 size_t len, tp__seq *seq, tp_error *err)
+                                 size_t len, early_exit ex, tp__seq *seq, tp_error *err)
 {
     seq_reset(seq);
     w->splits.elem = w->splits2.elem = sizeof(tp__split);
@@ -327,8 +388,10 @@ static tp_status encode_sequence(const tp_tokenizer *tok, tp__work *w, const cha
             t->word = (int32_t)i;
         } else {
             TP_TRY(tok->model->ops->tokenize(tok->model, w, s.off, s.len, (int32_t)i, err));
+            if (ex.limit && !ex.left && w->toks.len >= ex.limit) break;
         }
     }
+    if (ex.limit && ex.left) early_exit_left(w, ex.limit);
 
     size_t n = w->toks.len;
     TP_TRY(tp__vec_reserve(&seq->ids, n, err));
@@ -459,8 +522,14 @@ static tp_status encode_one(enc_ctx *c, size_t sample, const char *text, const c
 {
     const tp_tokenizer *tok = c->tok;
     int pair = pair_text != NULL;
-    TP_TRY(encode_sequence(tok, &c->w, text, strlen(text), &c->w.seq[0], err));
-    if (pair) TP_TRY(encode_sequence(tok, &c->w, pair_text, strlen(pair_text), &c->w.seq[1], err));
+    early_exit ex = {0, tok->truncate_left};
+    if (c->o->truncation != TP_TRUNCATE_NONE && c->max_length > 0)
+        ex.limit = (size_t)c->max_length;
+    early_exit ex1 = ex;
+    if (c->o->truncation == TP_TRUNCATE_ONLY_SECOND) ex1.limit = 0;
+    TP_TRY(encode_sequence(tok, &c->w, text, strlen(text), ex1, &c->w.seq[0], err));
+    if (pair)
+        TP_TRY(encode_sequence(tok, &c->w, pair_text, strlen(pair_text), ex, &c->w.seq[1], err));
     size_t n1 = c->w.seq[0].ids.len, n2 = pair ? c->w.seq[1].ids.len : 0;
 
     /* the template (or the default: A type 0, B type 1, nothing added) */

@@ -229,6 +229,19 @@ TP_API int tp_tokenizer_model_max_length(tp_tokenizer *tok);
 /* A special token by role: "pad", "unk", "cls", "sep", "mask", "bos", "eos".
  * -1 when the tokenizer has none. */
 TP_API int32_t tp_tokenizer_special_id(tp_tokenizer *tok, const char *role);
+/* Renders a chat with the model's chat_template (chat_template.jinja, or
+ * tokenizer_config.json "chat_template"), as transformers'
+ * apply_chat_template(messages, add_generation_prompt=..., tokenize=False):
+ * `messages_json` is a JSON list of {"role", "content"} objects; the template also
+ * sees add_generation_prompt and the special tokens (bos_token, eos_token, ...).
+ * `*text` is malloc'd (free with tp_free). TP_ERR_NOT_FOUND when the tokenizer has
+ * no chat_template; TP_ERR_INVALID_ARGUMENT for bad messages and for the
+ * template's raise_exception() (its message in err); TP_ERR_UNSUPPORTED for a
+ * template outside the supported Jinja subset (docs/chat-templates.md).
+ * Thread-safe: may run concurrently with other calls on the same tokenizer. */
+TP_API tp_status tp_tokenizer_apply_chat_template(tp_tokenizer *tok, const char *messages_json,
+                                                  int add_generation_prompt, char **text,
+                                                  tp_error *err);
 
 /* An encoding is a batch of rows. With overflow, one text may give several rows
  * (tp_encoding_sample says which input each row came from). With padding, every row

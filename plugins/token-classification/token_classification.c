@@ -915,44 +915,6 @@ static void softmax_rows(float *x, size_t tokens, size_t L)
     }
 }
 
-/* tokenizers 0.23 stops tokenizing a truncated sequence at the first pre-token
- * split that brings its token count to max_length (the full model_max_length), so
- * the overflowing windows of `stride` end there rather than at the end of the text
- * (transformers 5.17's reference shows it). Reproduced by cutting the text after
- * that split: returns the byte length to keep, or strlen when nothing is cut. A
- * tokenizer that does the early exit itself makes this a no-op. Only right
- * truncation is reproduced (tokenizers keeps the last splits when it truncates on
- * the left; the plugin API does not say which side a tokenizer truncates). */
-static tp_status early_exit_cut(const tk_pipeline *st, const tk_text *tx, int max_length,
-                                size_t *keep, tp_error *err)
-{
-    const tp_core_api *core = st->core;
-    *keep = strlen(tx->s);
-    tp_encode_options eo;
-    core->encode_options_init(&eo);
-    eo.add_special_tokens = 0;
-    tp_encoding *enc = NULL;
-    TP_TRY_PLUGIN(core->tokenizer_encode(st->tok, &tx->s, NULL, 1, &eo, &enc, err));
-    size_t len = core->encoding_length(enc, 0);
-    const int32_t *words = core->encoding_word_ids(enc, 0);
-    const int32_t *special = core->encoding_special_mask(enc, 0);
-    const int32_t *offs = core->encoding_offsets(enc, 0);
-    size_t total = 0;
-    for (size_t i = 0; i < len; i++) {
-        total++;
-        /* the check runs after each split the model tokenized, not after added tokens */
-        int split_ends = i + 1 == len || words[i] < 0 || words[i + 1] != words[i];
-        if (!split_ends || special[i] || total < (size_t)max_length) continue;
-        if (i + 1 < len) {
-            int end = offs[2 * i + 1];
-            if (end >= 0 && (size_t)end < tx->ncp) *keep = tx->cp[end];
-        }
-        break;
-    }
-    core->encoding_free(enc);
-    return TP_OK;
-}
-
 /* ------------------------------------------------------------------ vtable */
 
 static tp_status tk_init(const tp_core_api *core, void **plugin_state, tp_error *err)
@@ -1067,7 +1029,6 @@ static tp_status tk_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     tk_pre *pre = NULL;
     tk_outs outs = {0};
     cJSON *res = NULL;
-    char **cut = NULL; /* texts shortened by early_exit_cut */
     tp_status s = TP_OK;
     if (!texts || !tx) {
         s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
@@ -1090,26 +1051,11 @@ static tp_status tk_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     for (size_t i = 0; i < n; i++)
         if ((s = text_init(core, texts[i], &tx[i], err)) != TP_OK) goto done;
     int mml = core->tokenizer_model_max_length(st->tok);
-    if (pr.has_stride && mml > 0) {
-        cut = calloc(n, sizeof *cut);
-        if (!cut) {
-            s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < n; i++) {
-            size_t keep;
-            if ((s = early_exit_cut(st, &tx[i], mml, &keep, err)) != TP_OK) goto done;
-            if (keep == strlen(texts[i])) continue;
-            if (!(cut[i] = dup_range(texts[i], keep))) {
-                s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            texts[i] = cut[i];
-        }
-    }
 
     /* transformers truncates to model_max_length whenever the tokenizer has one; with
-     * stride the rest comes back as overlapping windows, padded to the longest */
+     * stride the rest comes back as overlapping windows, padded to the longest (as
+     * far as tokenizers 0.23's truncation early exit tokenized the text: the
+     * tokenizer does that, see core/tokenizer/tokenizer.c) */
     tp_encode_options eo;
     core->encode_options_init(&eo);
     if (mml > 0) eo.truncation = TP_TRUNCATE_LONGEST_FIRST;
@@ -1185,9 +1131,6 @@ done:
     if (tx)
         for (size_t i = 0; i < n; i++) free(tx[i].cp);
     free(tx);
-    if (cut)
-        for (size_t i = 0; i < n; i++) free(cut[i]);
-    free(cut);
     free(texts);
     free(logits);
     free(pre);

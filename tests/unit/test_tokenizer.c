@@ -273,12 +273,14 @@ static void test_truncation(void)
     o.stride = 1;
     o.return_overflowing = 1;
     CHECK_STATUS(tp_tokenizer_encode(tok, text, NULL, 1, &o, &e, &err), TP_OK);
-    /* windows start at 0, 3, 6 (step 3): [a b c d] [d e f g] [g h i j] */
-    CHECK(tp_encoding_rows(e) == 3);
+    /* tokenizers 0.23's early exit stops after "f" (6 = max_length tokens), so
+     * windows start at 0, 3 (step 3): [a b c d] [d e f] (0.22 went on to [g h i j]) */
+    CHECK(tp_encoding_rows(e) == 2);
     for (size_t r = 0; r < tp_encoding_rows(e); r++) {
         const int32_t *ids = tp_encoding_ids(e, r);
-        CHECK(tp_encoding_length(e, r) == 6);
-        CHECK(ids[0] == 101 && ids[5] == 102);
+        size_t len = tp_encoding_length(e, r);
+        CHECK(len == (r ? 5u : 6u));
+        CHECK(ids[0] == 101 && ids[len - 1] == 102);
         CHECK(ids[1] == a + (int32_t)(3 * r));
         CHECK(tp_encoding_sample(e, r) == 0);
         CHECK(tp_encoding_offsets(e, r)[2] == (int32_t)(6 * r));
@@ -470,6 +472,91 @@ static void test_errors(void)
     tp_encoding_free(NULL);
 }
 
+/* tokenizers 0.23's truncation early exit (core/tokenizer/tokenizer.c): with
+ * truncation on, a sequence is tokenized only up to the first word that brings it
+ * to max_length tokens, so stride windows stop there. The QA case is
+ * distilbert-qa's qa[11] (max_seq_len 64, doc_stride 16): transformers 5.17 with
+ * tokenizers 0.23.2 gives 2 windows where tokenizers 0.22 gave 11. */
+static void test_truncation_early_exit(void)
+{
+    tp_error err;
+    cJSON *ref = NULL;
+    CHECK_STATUS(tp__json_load(DATA "models/distilbert-qa/reference.json", &ref, &err), TP_OK);
+    tp_tokenizer *tok = load(DATA "models/distilbert-qa", TP_TOKENIZER_JSON);
+    const cJSON *qa = cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "qa"), 11);
+    if (!tok || !qa) {
+        CHECK(0);
+        cJSON_Delete(ref);
+        tp_tokenizer_free(tok);
+        return;
+    }
+    const char *question[1] = {cJSON_GetObjectItem(qa, "question")->valuestring};
+    const char *context[1] = {cJSON_GetObjectItem(qa, "context")->valuestring};
+    const cJSON *spans = cJSON_GetObjectItem(qa, "spans");
+    tp_encode_options o;
+    tp_encode_options_init(&o);
+    o.truncation = TP_TRUNCATE_ONLY_SECOND;
+    o.max_length = 64;
+    o.stride = 16;
+    o.return_overflowing = 1;
+    tp_encoding *e = NULL;
+    CHECK_STATUS(tp_tokenizer_encode(tok, question, context, 1, &o, &e, &err), TP_OK);
+    CHECK(cJSON_GetArraySize(spans) == 2);
+    CHECK(tp_encoding_rows(e) == (size_t)cJSON_GetArraySize(spans));
+    for (size_t r = 0; r < tp_encoding_rows(e) && r < (size_t)cJSON_GetArraySize(spans); r++) {
+        const cJSON *sp = cJSON_GetArrayItem(spans, (int)r);
+        size_t n = tp_encoding_length(e, r);
+        CHECK(int_list_eq(cJSON_GetObjectItem(sp, "input_ids"), tp_encoding_ids(e, r), n));
+        CHECK(offsets_eq(cJSON_GetObjectItem(sp, "offsets"), tp_encoding_offsets(e, r), n));
+    }
+    tp_encoding_free(e);
+    /* without truncation the whole context is there (the windows would cover it) */
+    tp_encode_options_init(&o);
+    CHECK_STATUS(tp_tokenizer_encode(tok, question, context, 1, &o, &e, &err), TP_OK);
+    CHECK(tp_encoding_length(e, 0) > 200);
+    tp_encoding_free(e);
+    tp_tokenizer_free(tok);
+    cJSON_Delete(ref);
+
+    tok = load(DATA "tokenizers/bert-base-uncased", TP_TOKENIZER_JSON);
+    if (!tok) { CHECK(0); return; }
+    int32_t a = 1037; /* "a", then "b" ... */
+    /* an added token counts but only a word the model tokenized stops the walk:
+     * a b [MASK] c reach 3 at [MASK], the stop comes after c */
+    const char *masked[1] = {"a b [MASK] c d e"};
+    tp_encode_options_init(&o);
+    o.add_special_tokens = 0;
+    o.truncation = TP_TRUNCATE_LONGEST_FIRST;
+    o.max_length = 3;
+    o.return_overflowing = 1;
+    CHECK_STATUS(tp_tokenizer_encode(tok, masked, NULL, 1, &o, &e, &err), TP_OK);
+    CHECK(tp_encoding_rows(e) == 2);
+    if (tp_encoding_rows(e) == 2) {
+        CHECK(tp_encoding_length(e, 0) == 3 && tp_encoding_ids(e, 0)[2] == 103);
+        CHECK(tp_encoding_length(e, 1) == 1 && tp_encoding_ids(e, 1)[0] == a + 2);
+    }
+    tp_encoding_free(e);
+    /* truncation_side left: the last words are kept, word ids restart at the first
+     * kept word; "e".."j" are the 6 tokens left, windows [g h i j] [e f g] */
+    tok->truncate_left = 1;
+    const char *text[1] = {"a b c d e f g h i j"};
+    tp_encode_options_init(&o);
+    o.truncation = TP_TRUNCATE_LONGEST_FIRST;
+    o.max_length = 6;
+    o.stride = 1;
+    o.return_overflowing = 1;
+    CHECK_STATUS(tp_tokenizer_encode(tok, text, NULL, 1, &o, &e, &err), TP_OK);
+    CHECK(tp_encoding_rows(e) == 2);
+    if (tp_encoding_rows(e) == 2) {
+        CHECK(tp_encoding_length(e, 0) == 6 && tp_encoding_ids(e, 0)[1] == a + 6);
+        CHECK(tp_encoding_word_ids(e, 0)[1] == 2 && tp_encoding_word_ids(e, 0)[4] == 5);
+        CHECK(tp_encoding_length(e, 1) == 5 && tp_encoding_ids(e, 1)[1] == a + 4);
+        CHECK(tp_encoding_word_ids(e, 1)[1] == 0 && tp_encoding_offsets(e, 1)[2] == 8);
+    }
+    tp_encoding_free(e);
+    tp_tokenizer_free(tok);
+}
+
 int main(void)
 {
     static const char *const dirs[] = {DATA "tokenizers/bert-base-uncased",
@@ -482,6 +569,7 @@ int main(void)
     test_queries();
     test_padding();
     test_truncation();
+    test_truncation_early_exit();
     test_errors();
     return CHECK_DONE();
 }
