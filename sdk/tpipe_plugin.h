@@ -107,7 +107,9 @@ typedef struct tp_core_api {
      * are the plugin's own and are not checked. `on_step` (may be NULL) is called
      * after every new token with every row so far (rows x len ids): setting
      * stop[r] = 1 finishes row r (stop strings); it also serves streaming.
-     * *sequences is freed with `free` above. */
+     * *sequences is freed with `free` above. With an encoder-decoder model
+     * (TP_HEAD_SEQ2SEQ_LM) `in` is the encoder input and the sequences (and
+     * on_step's rows) are the decoder's tokens, decoder_start_token_id first. */
     tp_status (*model_generate)(tp_task_context *ctx, tp_model *m, const tp_model_input *in,
                                 const struct cJSON *params, const char *const *skip,
                                 int (*on_step)(void *user, const int32_t *seq, int rows,

@@ -75,6 +75,7 @@ static void defaults(tp__gen_config *c) {
     c->typical_p = 1.0;
     c->repetition_penalty = 1.0;
     c->pad_id = c->bos_id = c->forced_bos_id = c->forced_eos_id = -1;
+    c->decoder_start_id = -1;
 }
 
 typedef struct parse_ctx {
@@ -200,6 +201,7 @@ static tp_status set_key(tp__gen_config *c, parse_ctx *p, const char *k, const c
     if (IS("bos_token_id")) return get_id(p, v, k, &c->bos_id);
     if (IS("forced_bos_token_id")) return get_id(p, v, k, &c->forced_bos_id);
     if (IS("forced_eos_token_id")) return get_id(p, v, k, &c->forced_eos_id);
+    if (IS("decoder_start_token_id")) return get_id(p, v, k, &c->decoder_start_id);
     if (IS("suppress_tokens")) return get_id_list(p, v, k, &c->suppress, &c->n_suppress);
     if (IS("bad_words_ids")) {
         free(c->bad_words), free(c->bad_len);
@@ -481,8 +483,9 @@ typedef struct gen {
     const tp__lm_ops *ops;
     void *sess;
     const tp__gen_config *c;
-    int V, T, max_len, rows;
-    const int32_t *prompt;  /* [rows, T] */
+    int V, T, max_len, rows;  /* T: the decoder's prompt (1 for an encoder-decoder) */
+    const int32_t *prompt;  /* [rows, pn] what encoder_no_repeat_ngram_size reads */
+    int pn;
     int32_t *seq;           /* [rows, max_len] */
     float *logits;          /* [rows, V] */
     int32_t *next;          /* [rows] */
@@ -508,8 +511,8 @@ static tp_status greedy_or_sample(gen *g, int *out_len, tp_error *err) {
         for (int r = 0; r < g->rows; r++) {
             float *s = g->logits + (size_t)r * V;
             const int32_t *row = g->seq + (size_t)r * g->max_len;
-            process(c, row, cur, T, g->prompt + (size_t)r * T, T, g->max_len, 1, s, V, g->o,
-                    g->p);
+            process(c, row, cur, T, g->prompt + (size_t)r * g->pn, g->pn, g->max_len, 1, s, V,
+                    g->o, g->p);
             int32_t t;
             if (c->do_sample) {
                 softmax_into(s, V, g->p);
@@ -591,8 +594,8 @@ static tp_status beam(gen *g, int B, int32_t *out, int *glen, tp_error *err) {
         for (int r = 0; r < B * K; r++) {
             float *s = g->logits + (size_t)r * V;
             log_softmax(s, V);
-            process(c, g->seq + (size_t)r * L, cur, T, g->prompt + (size_t)r * T, T, L, 2, s, V,
-                    g->o, g->p);
+            process(c, g->seq + (size_t)r * L, cur, T, g->prompt + (size_t)r * g->pn, g->pn, L,
+                    2, s, V, g->o, g->p);
             for (int v = 0; v < V; v++) s[v] += run_score[r];
         }
         for (int b = 0; b < B; b++) {
@@ -735,13 +738,26 @@ tp_status tp__generate(const tp_model *m, const tp__backend *be, const tp__gen_c
                        tp_error *err) {
     *seqs = NULL, *rows = *cols = 0;
     const tp__lm_ops *ops = m->family->lm;
-    if (!ops || m->head != TP_HEAD_CAUSAL_LM)
+    const int s2s = ops && ops->encode && m->head == TP_HEAD_SEQ2SEQ_LM;
+    if (!ops || (m->head != TP_HEAD_CAUSAL_LM && !s2s))
         return tp__error(err, TP_ERR_UNSUPPORTED,
-                         "%s: generation needs a decoder-only language model (*ForCausalLM, "
-                         "*LMHeadModel); architecture is '%s'",
+                         "%s: generation needs a language model (*ForCausalLM, *LMHeadModel, "
+                         "*ForConditionalGeneration, MarianMTModel); architecture is '%s'",
                          m->dir, m->architecture);
     if (B < 1 || T < 1 || !ids)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "generate: empty input (%d x %d)", B, T);
+    /* an encoder-decoder's decoder starts from one token; the source is the prompt the
+     * processors see (encoder_no_repeat_ngram_size) */
+    const int S = T;
+    int32_t start = -1;
+    if (s2s) {
+        start = c->decoder_start_id >= 0 ? c->decoder_start_id : ops->decoder_start(m);
+        if (start < 0 || start >= ops->vocab_size(m))
+            return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                             "decoder_start_token_id %d is outside the decoder vocabulary (%d)",
+                             (int)start, ops->vocab_size(m));
+        T = 1;
+    }
     const int K = c->num_beams, NRS = c->num_return_sequences;
     if (K == 1 && !c->do_sample && NRS > 1)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT,
@@ -766,10 +782,10 @@ tp_status tp__generate(const tp_model *m, const tp__backend *be, const tp__gen_c
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "generate: %d rows x %d beams/samples is too many",
                          B, per);
     gen g = {.ops = ops, .c = c, .V = ops->vocab_size(m), .T = T, .max_len = max_len,
-             .rows = B * per, .cb = cb, .user = user};
+             .rows = B * per, .cb = cb, .user = user, .pn = S};
     const int V = g.V, R = g.rows;
-    int32_t *prompt = malloc((size_t)R * T * sizeof *prompt);
-    int32_t *pmask = malloc((size_t)R * T * sizeof *pmask);
+    int32_t *prompt = malloc((size_t)R * S * sizeof *prompt);
+    int32_t *pmask = malloc((size_t)R * S * sizeof *pmask);
     g.seq = malloc((size_t)R * max_len * sizeof *g.seq);
     g.logits = malloc((size_t)R * V * sizeof *g.logits);
     g.next = malloc((size_t)R * sizeof *g.next);
@@ -786,13 +802,20 @@ tp_status tp__generate(const tp_model *m, const tp__backend *be, const tp__gen_c
     }
     for (int r = 0; r < R; r++) {
         const int b = r / per;
-        memcpy(prompt + (size_t)r * T, ids + (size_t)b * T, (size_t)T * sizeof *prompt);
-        for (int t = 0; t < T; t++) pmask[(size_t)r * T + t] = mask ? mask[(size_t)b * T + t] : 1;
-        memcpy(g.seq + (size_t)r * max_len, prompt + (size_t)r * T, (size_t)T * sizeof *prompt);
+        memcpy(prompt + (size_t)r * S, ids + (size_t)b * S, (size_t)S * sizeof *prompt);
+        for (int t = 0; t < S; t++) pmask[(size_t)r * S + t] = mask ? mask[(size_t)b * S + t] : 1;
+        if (s2s) g.seq[(size_t)r * max_len] = g.next[r] = start;
+        else memcpy(g.seq + (size_t)r * max_len, prompt + (size_t)r * S, (size_t)S * sizeof *prompt);
     }
     g.prompt = prompt;
     st = ops->open(m, be, R, max_len, T, &g.sess, err);
-    if (st == TP_OK) st = ops->step(g.sess, prompt, pmask, T, 0, g.logits, err);
+    if (st == TP_OK && s2s) {
+        /* the encoder runs once per source row, not per beam or sample */
+        st = ops->encode(g.sess, ids, mask, B, S, err);
+        if (st == TP_OK) st = ops->step(g.sess, g.next, NULL, 1, 0, g.logits, err);
+    } else if (st == TP_OK) {
+        st = ops->step(g.sess, prompt, pmask, T, 0, g.logits, err);
+    }
     if (st != TP_OK) goto done;
     if (K == 1) {
         int len = 0;

@@ -15,7 +15,8 @@
 
 #include "../models/model.h"
 
-/* What a decoder-only family implements for generation (model.h: family->lm). */
+/* What a family implements for generation (model.h: family->lm): decoder-only
+ * language models, and encoder-decoders with the two members at the end. */
 typedef struct tp__lm_ops {
     /* A session for `rows` sequences of at most `capacity` tokens each, whose steps
      * feed at most `max_step` tokens per row. */
@@ -30,6 +31,15 @@ typedef struct tp__lm_ops {
     tp_status (*reorder)(void *session, const int *src, tp_error *err);
     void (*close)(void *session);
     int (*vocab_size)(const tp_model *m);
+    /* Encoder-decoders only (NULL for decoder-only families). encode() runs the
+     * encoder once on `batch` sources ids/mask [batch, seq_len] (right-padded; mask
+     * NULL: all real) after open(); session row r decodes source r / (rows / batch),
+     * and a reorder() moves that pairing with the row. step() then feeds decoder
+     * tokens only (no padding). decoder_start() is config.json's
+     * decoder_start_token_id (the config class's default when absent). */
+    tp_status (*encode)(void *session, const int32_t *ids, const int32_t *mask, int batch,
+                        int seq_len, tp_error *err);
+    int32_t (*decoder_start)(const tp_model *m);
 } tp__lm_ops;
 
 #define TP_GEN_MAX_EOS 8
@@ -55,6 +65,7 @@ typedef struct tp__gen_config {
     int32_t *suppress; int n_suppress;
     int32_t *bad_words; int *bad_len; int n_bad; /* n_bad sequences, concatenated */
     uint64_t seed;
+    int32_t decoder_start_id;   /* encoder-decoders; -1: the model's config.json value */
 } tp__gen_config;
 
 /* Defaults: transformers' GenerationConfig, then config.json, then the model's
@@ -74,7 +85,10 @@ typedef int (*tp__gen_callback)(void *user, const int32_t *seq, int rows, int le
 
 /* Generates from a left-padded batch ids/mask [B, T] (mask NULL: all ones).
  * *seqs [*rows, *cols] (malloc'd): prompt + generated tokens, B * num_return_sequences
- * rows, padded with pad_token_id (eos when unset). */
+ * rows, padded with pad_token_id (eos when unset). For an encoder-decoder
+ * (TP_HEAD_SEQ2SEQ_LM with ops->encode) ids/mask are the right-padded encoder input,
+ * and *seqs are the decoder's tokens: decoder_start_token_id then the generated ones
+ * (max_length counts them, the start token included). */
 tp_status tp__generate(const tp_model *m, const tp__backend *be, const tp__gen_config *cfg,
                        const int32_t *ids, const int32_t *mask, int B, int T,
                        tp__gen_callback cb, void *user, int32_t **seqs, int *rows, int *cols,

@@ -22,8 +22,9 @@ typedef struct tp__model_family {
     void (*free)(void *arch);
     tp_status (*forward)(const tp_model *m, const tp__backend *be, const tp_model_input *in,
                          tp_tensor **out, tp_error *err);
-    /* Decoder-only language models: the incremental-decoding session generation
-     * drives (core/generate/generate.h); NULL for every other family. */
+    /* Language models (decoder-only, and encoder-decoders through the lm ops'
+     * encode member): the incremental-decoding session generation drives
+     * (core/generate/generate.h); NULL for every other family. */
     const struct tp__lm_ops *lm;
 } tp__model_family;
 

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "../error.h"
+#include "../generate/generate.h"
 #include "../json_util.h"
 #include "../kernels.h"
 #include "attention.h"
@@ -100,9 +101,11 @@ typedef struct t5 {
 /* What the decoder keeps between steps. Row b of a [B*X, W] block starts at b*X*W. */
 typedef struct t5_cache {
     int B, S, cap, len;   /* rows, source tokens, decoder capacity, tokens cached */
-    float *enc;           /* [B*S, H] the encoder's last hidden state */
-    float *enc_mask;      /* [B*S] additive padding mask of the source */
-    float *ck, *cv;       /* [dec_layers][B*S, I] cross-attention K/V, computed once */
+    int nsrc;             /* N: encoded sources (B in a forward; fewer under beams) */
+    int *src;             /* [B] the source row r decodes (NULL: r itself) */
+    float *enc;           /* [N*S, H] the encoder's last hidden state */
+    float *enc_mask;      /* [N*S] additive padding mask of the source */
+    float *ck, *cv;       /* [dec_layers][N*S, I] cross-attention K/V, computed once */
     float *sk, *sv;       /* [dec_layers][B*cap, I] self-attention K/V, appended per step */
 } t5_cache;
 
@@ -155,6 +158,7 @@ static tp_status work_alloc(t5_work *w, const t5_config *c, size_t rows, size_t 
 }
 
 static void cache_free(t5_cache *c) {
+    free(c->src);
     free(c->enc);
     free(c->enc_mask);
     free(c->ck);
@@ -164,16 +168,17 @@ static void cache_free(t5_cache *c) {
     memset(c, 0, sizeof *c);
 }
 
-static tp_status cache_alloc(t5_cache *c, const t5_config *cfg, int B, int S, int cap,
+/* B decoder rows over N encoded sources of S tokens (N = B for a forward). */
+static tp_status cache_alloc(t5_cache *c, const t5_config *cfg, int B, int N, int S, int cap,
                              tp_error *err) {
     const size_t H = (size_t)cfg->hidden, I = (size_t)cfg->inner;
     const size_t L = cfg->dec_layers ? (size_t)cfg->dec_layers : 1;
     memset(c, 0, sizeof *c);
-    c->B = B, c->S = S, c->cap = cap, c->len = 0;
-    c->enc = malloc((size_t)B * S * H * sizeof(float));
-    c->enc_mask = malloc((size_t)B * S * sizeof(float));
-    c->ck = malloc(L * B * S * I * sizeof(float));
-    c->cv = malloc(L * B * S * I * sizeof(float));
+    c->B = B, c->nsrc = N, c->S = S, c->cap = cap, c->len = 0;
+    c->enc = malloc((size_t)N * S * H * sizeof(float));
+    c->enc_mask = malloc((size_t)N * S * sizeof(float));
+    c->ck = malloc(L * N * S * I * sizeof(float));
+    c->cv = malloc(L * N * S * I * sizeof(float));
     c->sk = malloc(L * B * cap * I * sizeof(float));
     c->sv = malloc(L * B * cap * I * sizeof(float));
     if (!c->enc || !c->enc_mask || !c->ck || !c->cv || !c->sk || !c->sv) {
@@ -298,7 +303,7 @@ static tp_status encode(const tp__backend *be, const t5 *mdl, const tp_model_inp
 /* Every decoder layer's cross-attention K and V of the encoder output: once per
  * source, whatever the number of decoder steps. */
 static tp_status cross_kv(const tp__backend *be, const t5 *mdl, t5_cache *cache, tp_error *err) {
-    const int H = mdl->c.hidden, I = mdl->c.inner, BS = cache->B * cache->S;
+    const int H = mdl->c.hidden, I = mdl->c.inner, BS = cache->nsrc * cache->S;
     for (int li = 0; li < mdl->c.dec_layers; li++) {
         const t5_attn *a = &mdl->w.dec[li].cross;
         const size_t off = (size_t)li * BS * I;
@@ -350,15 +355,16 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
          * masked */
         rms_norm(w->x, Bn, H, l->ln2, c->eps, w->h);
         TP_TRY(tp__linear(be, w->h, Bn, H, l->cross.wq, NULL, I, TP_ACT_NONE, w->q, err));
-        const float *ck = cache->ck + (size_t)li * B * S * I;
-        const float *cv = cache->cv + (size_t)li * B * S * I;
+        const float *ck = cache->ck + (size_t)li * cache->nsrc * S * I;
+        const float *cv = cache->cv + (size_t)li * cache->nsrc * S * I;
         for (int b = 0; b < B; b++) {
-            const size_t r0 = (size_t)b * S * I;
+            const int src = cache->src ? cache->src[b] : b;
+            const size_t r0 = (size_t)src * S * I;
             tp__attn_args a = {
                 .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
                 .q = w->q + (size_t)b * n * I, .ldq = I,
                 .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
-                .key_mask = cache->enc_mask + (size_t)b * S, .causal_past = -1, .scale = 1.0f,
+                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f,
                 .scores = w->att, .out = w->ctx + (size_t)b * n * I, .ldo = I,
             };
             TP_TRY(tp__attention(be, &a, err));
@@ -457,7 +463,7 @@ static tp_status t5_forward(const tp_model *m, const tp__backend *be, const tp_m
 
     t5_cache cache;
     t5_work w;
-    TP_TRY(cache_alloc(&cache, c, B, S, T, err));
+    TP_TRY(cache_alloc(&cache, c, B, B, S, T, err));
     tp_status st = work_alloc(&w, c, (size_t)rows, (size_t)(att_e > att_d ? att_e : att_d), err);
     if (st != TP_OK) {
         cache_free(&cache);
@@ -477,6 +483,174 @@ static tp_status t5_forward(const tp_model *m, const tp__backend *be, const tp_m
     cache_free(&cache);
     return st;
 }
+
+/* ---------------------------------------------------------------- generation */
+
+/* An incremental-decoding session (tp__lm_ops, core/generate), as in bart.c: the
+ * encoder runs once per source in encode(), every step feeds one token per row
+ * through decoder_step and projects it on the vocabulary, and reorder() moves the
+ * self-attention rows of a beam search (cross-attention follows through cache.src). */
+typedef struct t5_session {
+    const t5 *mdl;
+    const tp__backend *be;
+    int rows, cap, max_step;
+    t5_cache cache;       /* allocated by encode(), once the source length is known */
+    t5_work w;
+    float *spare;         /* [rows * cap * I] for reorder */
+    int *spare_src;       /* [rows] */
+    int encoded;
+} t5_session;
+
+static void session_close(void *sp) {
+    t5_session *s = sp;
+    if (!s) return;
+    cache_free(&s->cache);
+    work_free(&s->w);
+    free(s->spare);
+    free(s->spare_src);
+    free(s);
+}
+
+static tp_status session_open(const tp_model *m, const tp__backend *be, int rows, int cap,
+                              int max_step, void **out, tp_error *err) {
+    const t5 *mdl = m->arch;
+    *out = NULL;
+    if (m->head != TP_HEAD_SEQ2SEQ_LM)
+        return tp__error(err, TP_ERR_UNSUPPORTED,
+                         "%s: generation needs T5ForConditionalGeneration; architecture is '%s'",
+                         m->dir, m->architecture);
+    if (rows < 1 || cap < 1 || max_step < 1 || max_step > cap ||
+        (int64_t)rows * cap * mdl->c.inner > INT_MAX)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT, "t5 session: %d rows x %d tokens", rows,
+                         cap);
+    t5_session *s = calloc(1, sizeof *s);
+    if (!s) return tp__error(err, TP_ERR_NOMEM, "out of memory");
+    s->mdl = mdl, s->be = be, s->rows = rows, s->cap = cap, s->max_step = max_step;
+    s->spare = malloc((size_t)rows * cap * mdl->c.inner * sizeof(float));
+    s->spare_src = malloc((size_t)rows * sizeof(int));
+    if (!s->spare || !s->spare_src) {
+        session_close(s);
+        return tp__error(err, TP_ERR_NOMEM, "out of memory for a %d x %d decoder session", rows,
+                         cap);
+    }
+    *out = s;
+    return TP_OK;
+}
+
+/* Runs the encoder on `batch` sources [batch, S]; row r decodes source r / (rows / batch). */
+static tp_status session_encode(void *sp, const int32_t *ids, const int32_t *mask, int batch,
+                                int S, tp_error *err) {
+    t5_session *s = sp;
+    const t5 *mdl = s->mdl;
+    const t5_config *c = &mdl->c;
+    if (s->encoded || batch < 1 || S < 1 || s->rows % batch)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "encode: %d sources of %d tokens for %d decoder rows", batch, S, s->rows);
+    tp_model_input in = {.struct_size = sizeof in, .batch = batch, .seq_len = S,
+                         .input_ids = ids, .attention_mask = mask};
+    const int wide = c->d_ff > c->hidden ? (c->d_ff > c->inner ? c->d_ff : c->inner)
+                                         : (c->hidden > c->inner ? c->hidden : c->inner);
+    const int64_t enc_rows = (int64_t)batch * S, dec_rows = (int64_t)s->rows * s->max_step;
+    const int64_t rows = enc_rows > dec_rows ? enc_rows : dec_rows;
+    const int64_t att_e = (int64_t)c->n_heads * S * S;
+    const int64_t att_d = (int64_t)c->n_heads * s->max_step * (s->cap > S ? s->cap : S);
+    if (rows * wide > INT_MAX || att_e > INT_MAX || att_d > INT_MAX)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT, "batch of %d x %d tokens is too large",
+                         batch, S);
+    for (int64_t i = 0; i < enc_rows; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                             "input_ids[%d][%d] = %d is outside the vocabulary (0..%d)",
+                             (int)(i / S), (int)(i % S), (int)ids[i], c->vocab_size - 1);
+    TP_TRY(cache_alloc(&s->cache, c, s->rows, batch, S, s->cap, err));
+    s->cache.src = malloc((size_t)s->rows * sizeof(int));
+    if (!s->cache.src) return tp__error(err, TP_ERR_NOMEM, "out of memory");
+    const int per = s->rows / batch;
+    for (int r = 0; r < s->rows; r++) s->cache.src[r] = r / per;
+    TP_TRY(work_alloc(&s->w, c, (size_t)rows, (size_t)(att_e > att_d ? att_e : att_d), err));
+    TP_TRY(encode(s->be, mdl, &in, &s->cache, &s->w, err));
+    TP_TRY(cross_kv(s->be, mdl, &s->cache, err));
+    s->encoded = 1;
+    return TP_OK;
+}
+
+/* n decoder tokens per row (no padding: `mask` must be NULL or all ones); the logits
+ * of every new token (all) or of each row's last one. */
+static tp_status session_step(void *sp, const int32_t *ids, const int32_t *mask, int n, int all,
+                              float *logits, tp_error *err) {
+    t5_session *s = sp;
+    const t5 *mdl = s->mdl;
+    const t5_config *c = &mdl->c;
+    const int B = s->rows, H = c->hidden;
+    if (!s->encoded)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT, "decoder step before the encoder ran");
+    if (n < 1 || n > s->max_step || s->cache.len + n > s->cap)
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                         "decoder step of %d tokens after %d (capacity %d, at most %d a step)", n,
+                         s->cache.len, s->cap, s->max_step);
+    for (int i = 0; i < B * n; i++) {
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return tp__error(err, TP_ERR_INVALID_ARGUMENT,
+                             "decoder_input_ids[%d][%d] = %d is outside the vocabulary (0..%d)",
+                             i / n, i % n, (int)ids[i], c->vocab_size - 1);
+        if (mask && !mask[i])
+            return tp__error(err, TP_ERR_UNSUPPORTED,
+                             "decoder_input_ids[%d][%d]: the decoder takes no padding", i / n,
+                             i % n);
+    }
+    TP_TRY(decoder_step(s->be, mdl, &s->cache, ids, n, &s->w, err));
+    float *x = s->w.h; /* final-normed; scratch from here on */
+    int m = B * n;
+    if (!all && n > 1) {
+        for (int b = 0; b < B; b++)
+            memcpy(s->w.tmp + (size_t)b * H, s->w.h + ((size_t)b * n + n - 1) * H,
+                   (size_t)H * sizeof(float));
+        x = s->w.tmp, m = B;
+    }
+    if (c->scale_output) {
+        const float sc = (float)pow((double)H, -0.5); /* as hidden_or_logits */
+        for (size_t i = 0; i < (size_t)m * H; i++) x[i] *= sc;
+    }
+    return tp__linear(s->be, x, m, H, mdl->w.lm_w, NULL, c->vocab_size, TP_ACT_NONE, logits,
+                      err);
+}
+
+static tp_status session_reorder(void *sp, const int *src, tp_error *err) {
+    t5_session *s = sp;
+    t5_cache *k = &s->cache;
+    const size_t I = (size_t)s->mdl->c.inner, row = (size_t)k->cap * I;
+    const size_t used = (size_t)k->len * I * sizeof(float);
+    for (int r = 0; r < s->rows; r++)
+        if (src[r] < 0 || src[r] >= s->rows)
+            return tp__error(err, TP_ERR_INVALID_ARGUMENT, "reorder: row %d from %d of %d", r,
+                             src[r], s->rows);
+    if (!s->encoded) return TP_OK;
+    for (int li = 0; li < s->mdl->c.dec_layers; li++)
+        for (float *blk = k->sk; blk; blk = blk == k->sk ? k->sv : NULL) {
+            float *base = blk + (size_t)li * k->B * row;
+            for (int r = 0; r < k->B; r++) memcpy(s->spare + r * row, base + src[r] * row, used);
+            for (int r = 0; r < k->B; r++) memcpy(base + r * row, s->spare + r * row, used);
+        }
+    for (int r = 0; r < k->B; r++) s->spare_src[r] = k->src[src[r]];
+    memcpy(k->src, s->spare_src, (size_t)k->B * sizeof(int));
+    return TP_OK;
+}
+
+static int session_vocab(const tp_model *m) { return ((const t5 *)m->arch)->c.vocab_size; }
+
+static int32_t session_start(const tp_model *m) {
+    return ((const t5 *)m->arch)->c.decoder_start_id;
+}
+
+static const tp__lm_ops t5_lm = {
+    .open = session_open,
+    .step = session_step,
+    .reorder = session_reorder,
+    .close = session_close,
+    .vocab_size = session_vocab,
+    .encode = session_encode,
+    .decoder_start = session_start,
+};
 
 /* ---------------------------------------------------------------- loading */
 
@@ -693,4 +867,5 @@ const tp__model_family tp__family_t5 = {
     .load = t5_load,
     .free = t5_free,
     .forward = t5_forward,
+    .lm = &t5_lm,
 };

@@ -329,6 +329,9 @@ TP_API tp_status tp_model_forward_encoding(tp_model *m, const tp_encoding *enc, 
  * is TP_ERR_INVALID_ARGUMENT naming it. On TP_OK `*sequences` (free with tp_free)
  * holds *rows x *cols token ids: prompt + generated tokens, batch *
  * num_return_sequences rows, padded with pad_token_id (eos when unset).
+ * Encoder-decoders (TP_HEAD_SEQ2SEQ_LM: BART, Marian, T5): `in` is the
+ * right-padded encoder input and *sequences are the decoder's tokens,
+ * decoder_start_token_id first (max_length counts them).
  * Thread-safe: several generations may run on one model at once. */
 TP_API tp_status tp_model_generate(tp_model *m, const tp_model_input *in,
                                    const char *params_json, int32_t **sequences, int *rows,
