@@ -120,6 +120,7 @@ static const tp_core_api core_api = {
     .free = tp_free,
 
     .model_generate = api_model_generate,
+    .tokenizer_apply_chat_template = tp_tokenizer_apply_chat_template,
 };
 
 const tp_core_api *tp__core_api(void) { return &core_api; }

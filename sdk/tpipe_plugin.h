@@ -116,6 +116,12 @@ typedef struct tp_core_api {
                                                int len, uint8_t *stop),
                                 void *user, int32_t **sequences, int *rows, int *cols,
                                 tp_error *err);
+
+    /* Added after ABI 1.0 (check struct_size): tp_tokenizer_apply_chat_template's
+     * contract (tpipe.h). `*text` is freed with `free` above. */
+    tp_status (*tokenizer_apply_chat_template)(tp_tokenizer *tok, const char *messages_json,
+                                               int add_generation_prompt, char **text,
+                                               tp_error *err);
 } tp_core_api;
 
 typedef struct tp_task_vtable {

@@ -13,9 +13,10 @@
  * The pipeline's defaults (max_new_tokens 256, do_sample true, temperature 0.7)
  * come first, then the request's parameters.
  *
- * Chat input (a list of {role, content} messages) needs the chat template engine
- * (core/chat_template.c, in progress): it is TP_ERR_UNSUPPORTED until then; see
- * the comment in tg_run where it plugs in.
+ * Chat input (a list of {role, content} messages, or a list of such lists) is
+ * rendered with the tokenizer's chat template (add_generation_prompt) and tokenized
+ * without adding special tokens, as the pipeline does; with return_full_text the
+ * output is the messages plus {"role": "assistant", "content": <new text>}.
  *
  * Links nothing of the core: every service comes from the tp_core_api table.
  * Thread-safety: run() only reads the pipeline state, so it may run concurrently.
@@ -50,11 +51,13 @@ typedef struct stop_check {
 
 static tp_status tg_init(const tp_core_api *core, void **plugin_state, tp_error *err) {
     if (!core ||
-        core->struct_size < offsetof(tp_core_api, model_generate) + sizeof core->model_generate) {
+        core->struct_size < offsetof(tp_core_api, tokenizer_apply_chat_template) +
+                                sizeof core->tokenizer_apply_chat_template) {
         if (err) {
             err->status = TP_ERR_ABI;
             snprintf(err->message, sizeof err->message,
-                     TG_TASK " plugin: the core's function table has no model_generate");
+                     TG_TASK " plugin: the core's function table lacks model_generate or "
+                             "tokenizer_apply_chat_template (a core older than this plugin)");
         }
         return TP_ERR_ABI;
     }
@@ -114,11 +117,12 @@ static int on_step(void *user, const int32_t *seq, int rows, int len, uint8_t *s
 
 /* Generates for one prompt and appends num_return_sequences records to `out`. */
 static tp_status generate_one(const tg_pipeline *st, tp_task_context *ctx, const char *text,
-                              const cJSON *gparams, int full_text, stop_check *sc, cJSON *out,
-                              tp_error *err) {
+                              int add_special_tokens, const cJSON *gparams, int full_text,
+                              stop_check *sc, cJSON *out, tp_error *err) {
     const tp_core_api *core = st->core;
     tp_encode_options opts;
     core->encode_options_init(&opts);
+    opts.add_special_tokens = add_special_tokens;
     tp_encoding *enc = NULL;
     const char *texts[1] = {text};
     if (core->tokenizer_encode(st->tok, texts, NULL, 1, &opts, &enc, err) != TP_OK)
@@ -178,18 +182,54 @@ static int is_chat(const cJSON *v) {
                                                cJSON_IsObject(cJSON_GetArrayItem(first, 0))));
 }
 
+/* One conversation: render it, generate from the text, and append the records to
+ * `out`: the new text alone, or (full_text) the messages plus the assistant's reply. */
+static tp_status generate_chat(const tg_pipeline *st, tp_task_context *ctx,
+                               const cJSON *messages, const cJSON *gparams, int full_text,
+                               stop_check *sc, cJSON *out, tp_error *err) {
+    const tp_core_api *core = st->core;
+    char *json = cJSON_PrintUnformatted(messages);
+    if (!json) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    char *prompt = NULL;
+    tp_status s = core->tokenizer_apply_chat_template(st->tok, json, 1, &prompt, err);
+    cJSON_free(json);
+    if (s != TP_OK) return s;
+    cJSON *replies = cJSON_CreateArray();
+    s = replies ? generate_one(st, ctx, prompt, 0, gparams, 0, sc, replies, err)
+                : core->error_set(err, TP_ERR_NOMEM, "out of memory");
+    core->free(prompt);
+    const cJSON *rec;
+    cJSON_ArrayForEach(rec, replies) {
+        if (s != TP_OK) break;
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(rec, "generated_text");
+        cJSON *item = cJSON_CreateObject();
+        cJSON *gen = full_text ? cJSON_Duplicate(messages, 1) : cJSON_CreateString(text->valuestring);
+        if (gen && full_text) {
+            cJSON *reply = cJSON_CreateObject();
+            if (reply) {
+                cJSON_AddStringToObject(reply, "role", "assistant");
+                cJSON_AddStringToObject(reply, "content", text->valuestring);
+                cJSON_AddItemToArray(gen, reply);
+            }
+        }
+        if (!item || !gen) {
+            cJSON_Delete(item);
+            cJSON_Delete(gen);
+            s = core->error_set(err, TP_ERR_NOMEM, "out of memory");
+            break;
+        }
+        cJSON_AddItemToObject(item, "generated_text", gen);
+        cJSON_AddItemToArray(out, item);
+    }
+    cJSON_Delete(replies);
+    return s;
+}
+
 static tp_status tg_run(void *pipeline_state, tp_task_context *ctx, const cJSON *inputs,
                         const cJSON *params, cJSON **result, tp_error *err) {
     const tg_pipeline *st = pipeline_state;
     const tp_core_api *core = st->core;
-    /* Chat input: render the messages with the tokenizer's chat template
-     * (add_generation_prompt), generate from that text with return_full_text
-     * meaning "the messages plus an assistant message", once core/chat_template.c
-     * is in the core table. */
-    if (is_chat(inputs))
-        return core->error_set(err, TP_ERR_UNSUPPORTED,
-                               "inputs: chat messages need the chat template engine, which "
-                               "this build does not have yet; pass a string");
+    const int chat = is_chat(inputs);
     if (!cJSON_IsString(inputs) && !cJSON_IsArray(inputs))
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a string or a list of strings");
@@ -239,8 +279,27 @@ static tp_status tg_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
         cJSON_DeleteItemFromObjectCaseSensitive(gp, "max_new_tokens");
     cJSON *res = cJSON_CreateArray();
     tp_status s = res ? TP_OK : core->error_set(err, TP_ERR_NOMEM, "out of memory");
-    if (s == TP_OK && cJSON_IsString(inputs)) {
-        s = generate_one(st, ctx, inputs->valuestring, gp, full_text, &sc, res, err);
+    if (s == TP_OK && chat && cJSON_IsObject(cJSON_GetArrayItem(inputs, 0))) {
+        s = generate_chat(st, ctx, inputs, gp, full_text, &sc, res, err);
+    } else if (s == TP_OK && chat) {
+        /* a list of conversations: one list of records each */
+        const cJSON *conv;
+        cJSON_ArrayForEach(conv, inputs) {
+            cJSON *one = cJSON_CreateArray();
+            if (!one || !cJSON_IsArray(conv)) {
+                cJSON_Delete(one);
+                s = one ? core->error_set(err, TP_ERR_INVALID_ARGUMENT,
+                                          "inputs: a list of conversations must hold lists of "
+                                          "messages")
+                        : core->error_set(err, TP_ERR_NOMEM, "out of memory");
+                break;
+            }
+            cJSON_AddItemToArray(res, one);
+            s = generate_chat(st, ctx, conv, gp, full_text, &sc, one, err);
+            if (s != TP_OK) break;
+        }
+    } else if (s == TP_OK && cJSON_IsString(inputs)) {
+        s = generate_one(st, ctx, inputs->valuestring, 1, gp, full_text, &sc, res, err);
     } else if (s == TP_OK) {
         int i = 0;
         const cJSON *v;
@@ -256,7 +315,7 @@ static tp_status tg_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
                 break;
             }
             cJSON_AddItemToArray(res, one);
-            s = generate_one(st, ctx, v->valuestring, gp, full_text, &sc, one, err);
+            s = generate_one(st, ctx, v->valuestring, 1, gp, full_text, &sc, one, err);
             if (s != TP_OK) break;
             i++;
         }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end: `tpipe run text-generation` on the gpt2 and smollm2 fixtures: the
-# non-chat reference pipeline cases (greedy, return_full_text), a batch of strings,
-# seeded sampling reproducible, and bad parameters giving one stderr line naming
-# the parameter.
+# reference pipeline cases (greedy, return_full_text, chat messages rendered with
+# SmolLM2's template), a batch of strings, seeded sampling reproducible, and bad
+# parameters giving one stderr line naming the parameter.
 source "$(dirname "$0")/lib/common.sh"
 
 GPT2="$FIX/gpt2"
@@ -35,8 +35,13 @@ for bad in num_beams=0 top_p=2 max_new_tokens=-1 temperature=0 no_such_option=1;
     expect_error "bad parameter $bad" '*' "'$name'" -- \
         run text-generation --model "$GPT2" --param "$bad" "$COURSE"
 done
-echo '{"inputs": [{"role": "user", "content": "hi"}]}' >"$TMP/chat.json"
-expect_error "chat input is not supported yet" '*' "chat" -- \
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["pipeline"][1]; json.dump({"inputs": c["args"][0], "parameters": c["kwargs"]}, open(sys.argv[2], "w"))' \
+    "$SMOL/reference.json" "$TMP/chat.json"
+expected=$(ref_get "$SMOL/reference.json" 'r["pipeline"][1]["output"]')
+expect_json "smollm2 chat messages through the chat template" "$expected" -- \
     run text-generation --model "$SMOL" --json "$TMP/chat.json"
+echo '{"inputs": [{"role": "user", "content": "hi"}], "parameters": {"max_new_tokens": 2, "do_sample": false}}' >"$TMP/chat-gpt2.json"
+expect_error "chat input on a model with no chat template" '*' "chat_template|chat template" -- \
+    run text-generation --model "$GPT2" --json "$TMP/chat-gpt2.json"
 
 finish
