@@ -33,6 +33,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define FE_TASK "feature-extraction"
 
@@ -64,51 +65,6 @@ typedef struct fe_params {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void describe(const cJSON *v, char *buf, size_t cap)
-{
-    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-    if (!s) {
-        snprintf(buf, cap, "%s", v ? "?" : "nothing");
-        return;
-    }
-    if (strlen(s) >= cap && cap > 4) {
-        memcpy(buf, s, cap - 4);
-        strcpy(buf + cap - 4, "...");
-    } else {
-        snprintf(buf, cap, "%s", s);
-    }
-    cJSON_free(s);
-}
-
-static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
-                           const char *expected, const cJSON *got)
-{
-    char shown[96];
-    describe(got, shown, sizeof shown);
-    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
-                           name, expected, shown);
-}
-
-static int as_int(const cJSON *v, int lo, int hi, int *out)
-{
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
-    *out = (int)d;
-    return 1;
-}
-
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
-
 /* ------------------------------------------------------------------ parameters */
 
 static tp_status parse_truncation(const tp_core_api *core, const char *name, const cJSON *v,
@@ -125,7 +81,7 @@ static tp_status parse_truncation(const tp_core_api *core, const char *name, con
     else if (cJSON_IsString(v) && strcmp(v->valuestring, "do_not_truncate") == 0)
         pr->enc.truncation = TP_TRUNCATE_NONE;
     else
-        return bad_param(core, err, name,
+        return tp_plugin_bad_param(core, err, name,
                          "true, false, \"longest_first\", \"only_first\" or \"do_not_truncate\"",
                          v);
     return TP_OK;
@@ -137,7 +93,7 @@ static tp_status parse_tokenize_kwargs(const fe_pipeline *st, const cJSON *o, fe
 {
     const tp_core_api *core = st->core;
     if (cJSON_IsNull(o)) return TP_OK;
-    if (!cJSON_IsObject(o)) return bad_param(core, err, "tokenize_kwargs", "an object", o);
+    if (!cJSON_IsObject(o)) return tp_plugin_bad_param(core, err, "tokenize_kwargs", "an object", o);
     const cJSON *v;
     cJSON_ArrayForEach(v, o) {
         const char *k = v->string ? v->string : "";
@@ -146,8 +102,8 @@ static tp_status parse_tokenize_kwargs(const fe_pipeline *st, const cJSON *o, fe
                                            truncation_given, err));
         } else if (strcmp(k, "max_length") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 1, 1 << 30, &pr->enc.max_length))
-                return bad_param(core, err, "tokenize_kwargs.max_length",
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->enc.max_length))
+                return tp_plugin_bad_param(core, err, "tokenize_kwargs.max_length",
                                  "a positive integer or null", v);
             *max_length_given = 1;
         } else if (strcmp(k, "padding") == 0) {
@@ -163,18 +119,18 @@ static tp_status parse_tokenize_kwargs(const fe_pipeline *st, const cJSON *o, fe
                 pr->padded = 1;
                 pr->enc.padding = TP_PAD_MAX_LENGTH;
             } else {
-                return bad_param(core, err, "tokenize_kwargs.padding",
+                return tp_plugin_bad_param(core, err, "tokenize_kwargs.padding",
                                  "true, false, \"longest\", \"max_length\" or \"do_not_pad\"", v);
             }
         } else if (strcmp(k, "add_special_tokens") == 0) {
             if (!cJSON_IsBool(v))
-                return bad_param(core, err, "tokenize_kwargs.add_special_tokens",
+                return tp_plugin_bad_param(core, err, "tokenize_kwargs.add_special_tokens",
                                  "true or false", v);
             pr->enc.add_special_tokens = cJSON_IsTrue(v);
         } else if (strcmp(k, "pad_to_multiple_of") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 1, 1 << 30, &pr->enc.pad_to_multiple_of))
-                return bad_param(core, err, "tokenize_kwargs.pad_to_multiple_of",
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->enc.pad_to_multiple_of))
+                return tp_plugin_bad_param(core, err, "tokenize_kwargs.pad_to_multiple_of",
                                  "a positive integer or null", v);
         } else {
             return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
@@ -205,16 +161,16 @@ static tp_status parse_params(const fe_pipeline *st, const cJSON *params, fe_par
             TP_TRY_PLUGIN(parse_tokenize_kwargs(st, v, pr, &trunc_kw, &max_length_given, err));
         } else if (strcmp(k, "return_tensors") == 0) {
             if (!cJSON_IsBool(v) && !cJSON_IsNull(v))
-                return bad_param(core, err, k, "true or false", v);
+                return tp_plugin_bad_param(core, err, k, "true or false", v);
         } else if (strcmp(k, "pooling") == 0) {
             if (cJSON_IsNull(v)) continue;
             if (cJSON_IsString(v) && strcmp(v->valuestring, "none") == 0) pr->pooling = FE_POOL_NONE;
             else if (cJSON_IsString(v) && strcmp(v->valuestring, "mean") == 0) pr->pooling = FE_POOL_MEAN;
             else if (cJSON_IsString(v) && strcmp(v->valuestring, "cls") == 0) pr->pooling = FE_POOL_CLS;
-            else return bad_param(core, err, k, "\"none\", \"mean\" or \"cls\"", v);
+            else return tp_plugin_bad_param(core, err, k, "\"none\", \"mean\" or \"cls\"", v);
         } else if (strcmp(k, "normalize") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!cJSON_IsBool(v)) return bad_param(core, err, k, "true or false", v);
+            if (!cJSON_IsBool(v)) return tp_plugin_bad_param(core, err, k, "true or false", v);
             pr->normalize = cJSON_IsTrue(v);
         } else {
             return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
@@ -479,7 +435,7 @@ static tp_status fe_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     else
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a string or a list of strings, got %s",
-                               type_name(inputs));
+                               tp_plugin_type_name(inputs));
     if (n == 0) {
         *result = cJSON_CreateArray();
         return *result ? TP_OK : core->error_set(err, TP_ERR_NOMEM, "out of memory");
@@ -499,7 +455,7 @@ static tp_status fe_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
         cJSON_ArrayForEach(v, inputs) {
             if (!cJSON_IsString(v)) {
                 s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
-                                    "inputs[%zu] must be a string, got %s", i, type_name(v));
+                                    "inputs[%zu] must be a string, got %s", i, tp_plugin_type_name(v));
                 goto done;
             }
             texts[i++] = v->valuestring;

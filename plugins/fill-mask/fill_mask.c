@@ -30,6 +30,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define FM_TASK "fill-mask"
 
@@ -61,51 +62,6 @@ typedef struct fm_params {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void describe(const cJSON *v, char *buf, size_t cap)
-{
-    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-    if (!s) {
-        snprintf(buf, cap, "%s", v ? "?" : "nothing");
-        return;
-    }
-    if (strlen(s) >= cap && cap > 4) {
-        memcpy(buf, s, cap - 4);
-        strcpy(buf + cap - 4, "...");
-    } else {
-        snprintf(buf, cap, "%s", s);
-    }
-    cJSON_free(s);
-}
-
-static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
-                           const char *expected, const cJSON *got)
-{
-    char shown[96];
-    describe(got, shown, sizeof shown);
-    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
-                           name, expected, shown);
-}
-
-static int as_int(const cJSON *v, int lo, int hi, int *out)
-{
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
-    *out = (int)d;
-    return 1;
-}
-
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
-
 /* ------------------------------------------------------------------ parameters */
 
 /* One target to an id: the vocabulary entry, else the first token it encodes to;
@@ -132,7 +88,7 @@ static tp_status parse_targets(const fm_pipeline *st, const cJSON *v, fm_params 
     const tp_core_api *core = st->core;
     static const char expected[] = "a token or a list of tokens";
     size_t n = cJSON_IsString(v) ? 1 : cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 0;
-    if (!cJSON_IsString(v) && !cJSON_IsArray(v)) return bad_param(core, err, "targets", expected, v);
+    if (!cJSON_IsString(v) && !cJSON_IsArray(v)) return tp_plugin_bad_param(core, err, "targets", expected, v);
     int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
     size_t k = 0;
@@ -145,7 +101,7 @@ static tp_status parse_targets(const fm_pipeline *st, const cJSON *v, fm_params 
         cJSON_ArrayForEach(e, v) {
             if (!cJSON_IsString(e)) {
                 free(ids);
-                return bad_param(core, err, "targets", expected, v);
+                return tp_plugin_bad_param(core, err, "targets", expected, v);
             }
             int32_t id;
             if ((s = target_id(st, e->valuestring, &id, err)) != TP_OK) break;
@@ -184,7 +140,7 @@ static tp_status parse_tokenizer_kwargs(const tp_core_api *core, const cJSON *o,
                                         tp_error *err)
 {
     if (cJSON_IsNull(o)) return TP_OK;
-    if (!cJSON_IsObject(o)) return bad_param(core, err, "tokenizer_kwargs", "an object", o);
+    if (!cJSON_IsObject(o)) return tp_plugin_bad_param(core, err, "tokenizer_kwargs", "an object", o);
     int truncation_given = 0, max_length_given = 0;
     const cJSON *v;
     cJSON_ArrayForEach(v, o) {
@@ -201,18 +157,18 @@ static tp_status parse_tokenizer_kwargs(const tp_core_api *core, const cJSON *o,
             else if (cJSON_IsString(v) && strcmp(v->valuestring, "do_not_truncate") == 0)
                 pr->enc.truncation = TP_TRUNCATE_NONE;
             else
-                return bad_param(core, err, "tokenizer_kwargs.truncation",
+                return tp_plugin_bad_param(core, err, "tokenizer_kwargs.truncation",
                                  "true, false, \"longest_first\", \"only_first\" or "
                                  "\"do_not_truncate\"", v);
         } else if (strcmp(k, "max_length") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 1, 1 << 30, &pr->enc.max_length))
-                return bad_param(core, err, "tokenizer_kwargs.max_length",
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->enc.max_length))
+                return tp_plugin_bad_param(core, err, "tokenizer_kwargs.max_length",
                                  "a positive integer or null", v);
             max_length_given = 1;
         } else if (strcmp(k, "add_special_tokens") == 0) {
             if (!cJSON_IsBool(v))
-                return bad_param(core, err, "tokenizer_kwargs.add_special_tokens", "true or false",
+                return tp_plugin_bad_param(core, err, "tokenizer_kwargs.add_special_tokens", "true or false",
                                  v);
             pr->enc.add_special_tokens = cJSON_IsTrue(v);
         } else if (strcmp(k, "padding") == 0 || strcmp(k, "pad_to_multiple_of") == 0) {
@@ -244,8 +200,8 @@ static tp_status parse_params(const fm_pipeline *st, const cJSON *params, fm_par
         const char *k = v->string ? v->string : "";
         if (strcmp(k, "top_k") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 1, 1 << 30, &pr->top_k))
-                return bad_param(core, err, k, "a positive integer", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->top_k))
+                return tp_plugin_bad_param(core, err, k, "a positive integer", v);
         } else if (strcmp(k, "targets") == 0) {
             if (cJSON_IsNull(v)) continue;
             free(pr->targets);
@@ -562,7 +518,7 @@ static tp_status fm_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
         free(pr.targets);
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a string or a list of strings, got %s",
-                               type_name(inputs));
+                               tp_plugin_type_name(inputs));
     }
     if (n == 0) {
         free(pr.targets);
@@ -584,7 +540,7 @@ static tp_status fm_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
         cJSON_ArrayForEach(v, inputs) {
             if (!cJSON_IsString(v)) {
                 s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
-                                    "inputs[%zu] must be a string, got %s", i, type_name(v));
+                                    "inputs[%zu] must be a string, got %s", i, tp_plugin_type_name(v));
                 goto done;
             }
             texts[i++] = v->valuestring;

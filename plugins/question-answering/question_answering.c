@@ -35,6 +35,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define QA_TASK "question-answering"
 
@@ -86,51 +87,7 @@ typedef struct qa_answers {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void describe(const cJSON *v, char *buf, size_t cap)
-{
-    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-    if (!s) {
-        snprintf(buf, cap, "%s", v ? "?" : "nothing");
-        return;
-    }
-    if (strlen(s) >= cap && cap > 4) {
-        memcpy(buf, s, cap - 4);
-        strcpy(buf + cap - 4, "...");
-    } else {
-        snprintf(buf, cap, "%s", s);
-    }
-    cJSON_free(s);
-}
-
-static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
-                           const char *expected, const cJSON *got)
-{
-    char shown[96];
-    describe(got, shown, sizeof shown);
-    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
-                           name, expected, shown);
-}
-
 /* An integral JSON number in [lo, hi]. Booleans are not numbers here, unlike Python. */
-static int as_int(const cJSON *v, int lo, int hi, int *out)
-{
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
-    *out = (int)d;
-    return 1;
-}
-
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
 
 /* ------------------------------------------------------------------ parameters */
 
@@ -153,27 +110,27 @@ static tp_status parse_params(const qa_pipeline *st, const cJSON *params, qa_par
         if (strcmp(k, "top_k") == 0 || strcmp(k, "topk") == 0) {
             int x;
             /* transformers 4 checks top_k < 1 itself */
-            if (!as_int(v, 1, 1 << 30, &x))
-                return bad_param(core, err, k, "an integer >= 1", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &x))
+                return tp_plugin_bad_param(core, err, k, "an integer >= 1", v);
             if (k[3] == '_') top_k = x;
             else topk = x; /* the deprecated spelling, used when top_k is absent */
         } else if (strcmp(k, "doc_stride") == 0) {
-            if (!as_int(v, 0, 1 << 30, &doc_stride))
-                return bad_param(core, err, k, "an integer >= 0", v);
+            if (!tp_plugin_as_int(v, 0, 1 << 30, &doc_stride))
+                return tp_plugin_bad_param(core, err, k, "an integer >= 0", v);
         } else if (strcmp(k, "max_answer_len") == 0) {
-            if (!as_int(v, 1, 1 << 30, &pr->max_answer_len))
-                return bad_param(core, err, k, "an integer >= 1", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->max_answer_len))
+                return tp_plugin_bad_param(core, err, k, "an integer >= 1", v);
         } else if (strcmp(k, "max_seq_len") == 0) {
-            if (!as_int(v, 1, 1 << 30, &max_seq_len))
-                return bad_param(core, err, k, "an integer >= 1", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &max_seq_len))
+                return tp_plugin_bad_param(core, err, k, "an integer >= 1", v);
         } else if (strcmp(k, "max_question_len") == 0) {
-            if (!as_int(v, 1, 1 << 30, &pr->max_question_len))
-                return bad_param(core, err, k, "an integer >= 1", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->max_question_len))
+                return tp_plugin_bad_param(core, err, k, "an integer >= 1", v);
         } else if (strcmp(k, "handle_impossible_answer") == 0) {
-            if (!cJSON_IsBool(v)) return bad_param(core, err, k, "true or false", v);
+            if (!cJSON_IsBool(v)) return tp_plugin_bad_param(core, err, k, "true or false", v);
             pr->handle_impossible = cJSON_IsTrue(v);
         } else if (strcmp(k, "align_to_words") == 0) {
-            if (!cJSON_IsBool(v)) return bad_param(core, err, k, "true or false", v);
+            if (!cJSON_IsBool(v)) return tp_plugin_bad_param(core, err, k, "true or false", v);
             pr->align_to_words = cJSON_IsTrue(v);
         } else if (strcmp(k, "padding") == 0) {
             /* Padding never changes an answer (padded tokens are masked out), and
@@ -183,7 +140,7 @@ static tp_status parse_params(const qa_pipeline *st, const cJSON *params, qa_par
                                       strcmp(v->valuestring, "max_length") == 0 ||
                                       strcmp(v->valuestring, "do_not_pad") == 0))
                 continue;
-            return bad_param(core, err, k,
+            return tp_plugin_bad_param(core, err, k,
                              "true, false, \"longest\", \"max_length\" or \"do_not_pad\"", v);
         } else {
             return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
@@ -224,7 +181,7 @@ static tp_status read_text(const tp_core_api *core, const cJSON *v, const char *
                                key);
     if (!cJSON_IsString(v))
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "%s'%s' must be a string, got %s",
-                               where, key, type_name(v));
+                               where, key, tp_plugin_type_name(v));
     if (!v->valuestring[0])
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "%s'%s' cannot be empty", where, key);
     *out = v->valuestring;
@@ -271,7 +228,7 @@ static tp_status read_inputs(const tp_core_api *core, const cJSON *inputs, qa_it
             if (!cJSON_IsArray(c) && !cJSON_IsString(c))
                 return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                        "inputs: 'context' must be a string or a list of strings, "
-                                       "got %s", type_name(c));
+                                       "got %s", tp_plugin_type_name(c));
             items = n ? calloc(n, sizeof *items) : NULL;
             if (n && !items) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
             for (size_t i = 0; i < n && s == TP_OK; i++) {
@@ -307,7 +264,7 @@ static tp_status read_inputs(const tp_core_api *core, const cJSON *inputs, qa_it
             if (!cJSON_IsObject(v)) {
                 s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                     "%s must be a {\"question\", \"context\"} object, got %s",
-                                    where, type_name(v));
+                                    where, tp_plugin_type_name(v));
                 break;
             }
             s = check_keys(core, v, where, err);
@@ -325,7 +282,7 @@ static tp_status read_inputs(const tp_core_api *core, const cJSON *inputs, qa_it
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a {\"question\", \"context\"} object or a list "
                                "of those, got %s (" QA_TASK " needs a 'question' and a 'context')",
-                               type_name(inputs));
+                               tp_plugin_type_name(inputs));
     }
     if (s != TP_OK) {
         free(items);

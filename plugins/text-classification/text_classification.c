@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define TC_TASK "text-classification"
 
@@ -68,40 +69,8 @@ typedef struct tc_item {
 /* ------------------------------------------------------------------ helpers */
 
 /* A short JSON rendering of a value for error messages. */
-static void describe(const cJSON *v, char *buf, size_t cap)
-{
-    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-    if (!s) {
-        snprintf(buf, cap, "%s", v ? "?" : "nothing");
-        return;
-    }
-    if (strlen(s) >= cap && cap > 4) {
-        memcpy(buf, s, cap - 4);
-        strcpy(buf + cap - 4, "...");
-    } else {
-        snprintf(buf, cap, "%s", s);
-    }
-    cJSON_free(s);
-}
-
-static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
-                           const char *expected, const cJSON *got)
-{
-    char shown[96];
-    describe(got, shown, sizeof shown);
-    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
-                           name, expected, shown);
-}
 
 /* An integral JSON number in [lo, hi]. Booleans are not numbers here, unlike Python. */
-static int as_int(const cJSON *v, int lo, int hi, int *out)
-{
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
-    *out = (int)d;
-    return 1;
-}
 
 /* ------------------------------------------------------------------ parameters */
 
@@ -127,7 +96,7 @@ static tp_status parse_truncation(const tp_core_api *core, const cJSON *v, tc_pa
     } else if (cJSON_IsString(v) && strcmp(v->valuestring, "do_not_truncate") == 0) {
         pr->enc.truncation = TP_TRUNCATE_NONE;
     } else {
-        return bad_param(core, err, "truncation", expected, v);
+        return tp_plugin_bad_param(core, err, "truncation", expected, v);
     }
     return TP_OK;
 }
@@ -147,7 +116,7 @@ static tp_status parse_padding(const tp_core_api *core, const cJSON *v, tc_param
             return TP_OK;
         }
     }
-    return bad_param(core, err, "padding",
+    return tp_plugin_bad_param(core, err, "padding",
                      "true, false, \"longest\", \"max_length\" or \"do_not_pad\"", v);
 }
 
@@ -157,14 +126,14 @@ static tp_status parse_function(const tp_core_api *core, const cJSON *v, tc_func
     static const char expected[] = "\"sigmoid\", \"softmax\", \"none\" or \"default\"";
     *out = dflt;
     if (cJSON_IsNull(v)) return TP_OK;
-    if (!cJSON_IsString(v)) return bad_param(core, err, "function_to_apply", expected, v);
+    if (!cJSON_IsString(v)) return tp_plugin_bad_param(core, err, "function_to_apply", expected, v);
     /* transformers upper-cases the name before looking it up */
     const char *s = v->valuestring;
     if (strcasecmp(s, "sigmoid") == 0) *out = TC_FN_SIGMOID;
     else if (strcasecmp(s, "softmax") == 0) *out = TC_FN_SOFTMAX;
     else if (strcasecmp(s, "none") == 0) *out = TC_FN_NONE;
     else if (strcasecmp(s, "default") == 0) *out = dflt; /* documented, though v5 rejects it */
-    else return bad_param(core, err, "function_to_apply", expected, v);
+    else return tp_plugin_bad_param(core, err, "function_to_apply", expected, v);
     return TP_OK;
 }
 
@@ -187,26 +156,26 @@ static tp_status parse_params(const tc_pipeline *st, const cJSON *params, tc_par
         if (strcmp(k, "top_k") == 0) {
             pr->has_top_k = 1;
             if (cJSON_IsNull(v)) pr->top_k = 0;
-            else if (!as_int(v, 1, 1 << 30, &pr->top_k))
-                return bad_param(core, err, k, "a positive integer or null", v);
+            else if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->top_k))
+                return tp_plugin_bad_param(core, err, k, "a positive integer or null", v);
         } else if (strcmp(k, "function_to_apply") == 0) {
             TP_TRY_PLUGIN(parse_function(core, v, st->default_fn, &pr->fn, err));
         } else if (strcmp(k, "truncation") == 0) {
             TP_TRY_PLUGIN(parse_truncation(core, v, pr, &truncation_given, err));
         } else if (strcmp(k, "max_length") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 1, 1 << 30, &pr->enc.max_length))
-                return bad_param(core, err, k, "a positive integer or null", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->enc.max_length))
+                return tp_plugin_bad_param(core, err, k, "a positive integer or null", v);
             max_length_given = 1;
         } else if (strcmp(k, "padding") == 0) {
             TP_TRY_PLUGIN(parse_padding(core, v, pr, &pad_max, err));
         } else if (strcmp(k, "add_special_tokens") == 0) {
-            if (!cJSON_IsBool(v)) return bad_param(core, err, k, "true or false", v);
+            if (!cJSON_IsBool(v)) return tp_plugin_bad_param(core, err, k, "true or false", v);
             pr->enc.add_special_tokens = cJSON_IsTrue(v);
         } else if (strcmp(k, "pad_to_multiple_of") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 1, 1 << 30, &pr->enc.pad_to_multiple_of))
-                return bad_param(core, err, k, "a positive integer or null", v);
+            if (!tp_plugin_as_int(v, 1, 1 << 30, &pr->enc.pad_to_multiple_of))
+                return tp_plugin_bad_param(core, err, k, "a positive integer or null", v);
         } else if (strcmp(k, "return_all_scores") == 0) {
             return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                    "parameter 'return_all_scores' was removed in transformers 5: "
@@ -231,17 +200,6 @@ static tp_status parse_params(const tc_pipeline *st, const cJSON *params, tc_par
 
 /* ------------------------------------------------------------------ inputs */
 
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
-
 /* {"text": ..., "text_pair": ...}; `where` names it in messages ("inputs", "inputs[2]"). */
 static tp_status read_pair_object(const tp_core_api *core, const cJSON *o, const char *where,
                                   tc_item *it, tp_error *err)
@@ -253,14 +211,14 @@ static tp_status read_pair_object(const tp_core_api *core, const cJSON *o, const
         if (strcmp(k, "text") == 0) {
             if (!cJSON_IsString(v))
                 return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
-                                       "%s.text must be a string, got %s", where, type_name(v));
+                                       "%s.text must be a string, got %s", where, tp_plugin_type_name(v));
             it->text = v->valuestring;
         } else if (strcmp(k, "text_pair") == 0) {
             if (cJSON_IsNull(v)) continue;
             if (!cJSON_IsString(v))
                 return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                        "%s.text_pair must be a string, got %s", where,
-                                       type_name(v));
+                                       tp_plugin_type_name(v));
             it->pair = v->valuestring;
         } else {
             return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
@@ -301,7 +259,7 @@ static tp_status read_list_item(const tp_core_api *core, const cJSON *v, size_t 
     }
     return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                            "%s must be a string or a {\"text\", \"text_pair\"} object, got %s",
-                           where, type_name(v));
+                           where, tp_plugin_type_name(v));
 }
 
 /* ------------------------------------------------------------------ scores */
@@ -615,7 +573,7 @@ static tp_status tc_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     else
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a string, a {\"text\", \"text_pair\"} object "
-                               "or a list of those, got %s", type_name(inputs));
+                               "or a list of those, got %s", tp_plugin_type_name(inputs));
     if (n == 0) {
         *result = cJSON_CreateArray();
         return *result ? TP_OK : core->error_set(err, TP_ERR_NOMEM, "out of memory");

@@ -34,6 +34,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define TK_TASK "token-classification"
 
@@ -116,51 +117,6 @@ typedef struct tk_text {
 } tk_text;
 
 /* ------------------------------------------------------------------ helpers */
-
-static void describe(const cJSON *v, char *buf, size_t cap)
-{
-    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-    if (!s) {
-        snprintf(buf, cap, "%s", v ? "?" : "nothing");
-        return;
-    }
-    if (strlen(s) >= cap && cap > 4) {
-        memcpy(buf, s, cap - 4);
-        strcpy(buf + cap - 4, "...");
-    } else {
-        snprintf(buf, cap, "%s", s);
-    }
-    cJSON_free(s);
-}
-
-static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
-                           const char *expected, const cJSON *got)
-{
-    char shown[96];
-    describe(got, shown, sizeof shown);
-    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
-                           name, expected, shown);
-}
-
-static int as_int(const cJSON *v, int lo, int hi, int *out)
-{
-    if (!cJSON_IsNumber(v)) return 0;
-    double d = v->valuedouble;
-    if (!(d >= lo && d <= hi) || d != floor(d)) return 0;
-    *out = (int)d;
-    return 1;
-}
-
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
 
 static char *dup_str(const char *s)
 {
@@ -451,7 +407,7 @@ static tp_status parse_strategy(const tp_core_api *core, const cJSON *v, tk_para
                 return TP_OK;
             }
     }
-    return bad_param(core, err, "aggregation_strategy",
+    return tp_plugin_bad_param(core, err, "aggregation_strategy",
                      "\"none\", \"simple\", \"first\", \"average\" or \"max\"", v);
 }
 
@@ -470,16 +426,16 @@ static tp_status parse_params(const tk_pipeline *st, const cJSON *params, tk_par
         } else if (strcmp(k, "ignore_labels") == 0) {
             if (cJSON_IsNull(v)) continue;
             /* a string would make Python test substrings and then fail on None */
-            if (!cJSON_IsArray(v)) return bad_param(core, err, k, "a list of labels", v);
+            if (!cJSON_IsArray(v)) return tp_plugin_bad_param(core, err, k, "a list of labels", v);
             const cJSON *e;
             cJSON_ArrayForEach(e, v) {
-                if (!cJSON_IsString(e)) return bad_param(core, err, k, "a list of labels", v);
+                if (!cJSON_IsString(e)) return tp_plugin_bad_param(core, err, k, "a list of labels", v);
             }
             pr->ignore = v;
         } else if (strcmp(k, "stride") == 0) {
             if (cJSON_IsNull(v)) continue;
-            if (!as_int(v, 0, 1 << 30, &pr->stride))
-                return bad_param(core, err, k, "a non-negative integer or null", v);
+            if (!tp_plugin_as_int(v, 0, 1 << 30, &pr->stride))
+                return tp_plugin_bad_param(core, err, k, "a non-negative integer or null", v);
             pr->has_stride = 1;
         } else if (strcmp(k, "is_split_into_words") == 0) {
             if (cJSON_IsFalse(v) || cJSON_IsNull(v)) continue;
@@ -1019,7 +975,7 @@ static tp_status tk_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     } else {
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a string or a list of strings, got %s",
-                               type_name(inputs));
+                               tp_plugin_type_name(inputs));
     }
 
     const char **texts = calloc(n, sizeof *texts);
@@ -1042,7 +998,7 @@ static tp_status tk_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
         cJSON_ArrayForEach(v, inputs) {
             if (!cJSON_IsString(v)) {
                 s = core->error_set(err, TP_ERR_INVALID_ARGUMENT,
-                                    "inputs[%zu] must be a string, got %s", i, type_name(v));
+                                    "inputs[%zu] must be a string, got %s", i, tp_plugin_type_name(v));
                 goto done;
             }
             texts[i++] = v->valuestring;

@@ -34,6 +34,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define ZS_TASK "zero-shot-classification"
 #define ZS_DEFAULT_TEMPLATE "This example is {}."
@@ -66,42 +67,6 @@ typedef struct zs_params {
 } zs_params;
 
 /* ------------------------------------------------------------------ helpers */
-
-static void describe(const cJSON *v, char *buf, size_t cap)
-{
-    char *s = v ? cJSON_PrintUnformatted(v) : NULL;
-    if (!s) {
-        snprintf(buf, cap, "%s", v ? "?" : "nothing");
-        return;
-    }
-    if (strlen(s) >= cap && cap > 4) {
-        memcpy(buf, s, cap - 4);
-        strcpy(buf + cap - 4, "...");
-    } else {
-        snprintf(buf, cap, "%s", s);
-    }
-    cJSON_free(s);
-}
-
-static tp_status bad_param(const tp_core_api *core, tp_error *err, const char *name,
-                           const char *expected, const cJSON *got)
-{
-    char shown[96];
-    describe(got, shown, sizeof shown);
-    return core->error_set(err, TP_ERR_INVALID_ARGUMENT, "parameter '%s' must be %s, got %s",
-                           name, expected, shown);
-}
-
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "a list";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
 
 static char *dup_range(const char *s, size_t n)
 {
@@ -211,9 +176,9 @@ static tp_status parse_labels(const tp_core_api *core, const cJSON *v, zs_params
         cap = (size_t)cJSON_GetArraySize(v);
         const cJSON *e;
         cJSON_ArrayForEach(e, v) if (!cJSON_IsString(e))
-            return bad_param(core, err, "candidate_labels", expected, v);
+            return tp_plugin_bad_param(core, err, "candidate_labels", expected, v);
     } else {
-        return bad_param(core, err, "candidate_labels", expected, v);
+        return tp_plugin_bad_param(core, err, "candidate_labels", expected, v);
     }
     pr->labels = calloc(cap ? cap : 1, sizeof *pr->labels);
     if (!pr->labels) return core->error_set(err, TP_ERR_NOMEM, "out of memory");
@@ -259,11 +224,11 @@ static tp_status parse_params(const zs_pipeline *st, const cJSON *params, zs_par
         if (strcmp(k, "candidate_labels") == 0) {
             labels = v;
         } else if (strcmp(k, "hypothesis_template") == 0) {
-            if (!cJSON_IsString(v)) return bad_param(core, err, k, "a string", v);
+            if (!cJSON_IsString(v)) return tp_plugin_bad_param(core, err, k, "a string", v);
             tpl = v->valuestring;
         } else if (strcmp(k, "multi_label") == 0 || strcmp(k, "multi_class") == 0) {
             if (!cJSON_IsBool(v) && !cJSON_IsNull(v))
-                return bad_param(core, err, k, "true or false", v);
+                return tp_plugin_bad_param(core, err, k, "true or false", v);
             if (strcmp(k, "multi_class") == 0) {
                 if (!cJSON_IsNull(v)) multi_class = v;
             } else {
@@ -631,14 +596,14 @@ static tp_status zs_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     if (!cJSON_IsString(inputs) && !cJSON_IsArray(inputs))
         return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
                                "\"inputs\" must be a string or a list of strings, got %s",
-                               type_name(inputs));
+                               tp_plugin_type_name(inputs));
     if (cJSON_IsArray(inputs)) {
         size_t i = 0;
         const cJSON *v;
         cJSON_ArrayForEach(v, inputs) {
             if (!cJSON_IsString(v))
                 return core->error_set(err, TP_ERR_INVALID_ARGUMENT,
-                                       "inputs[%zu] must be a string, got %s", i, type_name(v));
+                                       "inputs[%zu] must be a string, got %s", i, tp_plugin_type_name(v));
             i++;
         }
     }
