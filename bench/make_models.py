@@ -16,19 +16,41 @@ that every id of the uncased tokenizer is valid (the embedding table is 1526 row
 larger: 4.7 MB of 431 MB, no effect on the compute). Weights are random: the
 benchmark measures speed, not answers.
 
-usage: make_models.py OUT [--force]
-A model directory that already has model.safetensors and config.json is kept unless
---force is given.
+Generation models, made only when named (bench/side_by_side_generate.sh):
+
+  OUT/gpt2              GPT2LMHeadModel with the configuration of gpt2 (GPT-2 small:
+                        12 layers, n_embd 768, 12 heads, vocab 50257, n_positions
+                        1024), the gpt2 tokenizer files of tests/data/fixtures
+  OUT/opus-mt-fr-en     MarianMTModel with the configuration of Helsinki-NLP/opus-mt-fr-en
+                        (d_model 512, 6 + 6 layers, 8 heads, ffn 2048, swish, sinusoidal
+                        positions, 512 positions, shared and tied embeddings) and its
+                        generation_config (num_beams 4, max_length 512, bad_words_ids
+                        [[pad]], forced EOS), the opus-mt-fr-en tokenizer files of
+                        tests/data/fixtures. The real vocab_size is 59514; that
+                        tokenizer has 53017 pieces, so vocab_size, decoder_vocab_size and
+                        the special ids come from its vocab.json (an embedding table
+                        6497 rows smaller: 13 MB of ~300 MB; the output projection,
+                        the largest per-token matmul, shrinks by the same 11%).
+
+usage: make_models.py OUT [NAME ...] [--force]
+NAME: distilbert-sst2, bert-base-ner, gpt2, opus-mt-fr-en; default: distilbert-sst2
+and bert-base-ner. A model directory that already has model.safetensors and
+config.json is kept unless --force is given.
 """
 import argparse
+import json
 import os
 import shutil
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKENIZER_DIR = os.path.join(REPO, "tests", "data", "fixtures", "tokenizers", "bert-base-uncased")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+TOKENIZERS = os.path.join(REPO, "tests", "data", "fixtures", "tokenizers")
+# name -> (tokenizer directory under TOKENIZERS, its files to copy)
+BERT_TOKENIZER = ("bert-base-uncased", ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
+GPT2_TOKENIZER = ("gpt2", ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"))
+MARIAN_TOKENIZER = ("opus-mt-fr-en", ("source.spm", "target.spm", "vocab.json",
+                                      "tokenizer_config.json"))
 SEED = 0
 
 SST2_LABELS = ["NEGATIVE", "POSITIVE"]
@@ -66,17 +88,70 @@ def bert_base_ner():
     return BertForTokenClassification(config)
 
 
-MODELS = {"distilbert-sst2": distilbert_sst2, "bert-base-ner": bert_base_ner}
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    config = GPT2Config(
+        vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, n_inner=None,
+        activation_function="gelu_new", resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+        layer_norm_epsilon=1e-5, initializer_range=0.02, bos_token_id=50256,
+        eos_token_id=50256, architectures=["GPT2LMHeadModel"])
+    return GPT2LMHeadModel(config)
+
+
+def marian_ids():
+    """pad, eos and unk ids and the size of the opus-mt-fr-en fixture's vocab.json"""
+    with open(os.path.join(TOKENIZERS, MARIAN_TOKENIZER[0], "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
+    return len(vocab), vocab["<pad>"], vocab["</s>"]
+
+
+def opus_mt_fr_en():
+    from transformers import MarianConfig, MarianMTModel
+    size, pad, eos = marian_ids()
+    config = MarianConfig(
+        vocab_size=size, decoder_vocab_size=size, d_model=512, encoder_layers=6,
+        decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
+        encoder_ffn_dim=2048, decoder_ffn_dim=2048, activation_function="swish",
+        max_position_embeddings=512, scale_embedding=True, static_position_embeddings=True,
+        share_encoder_decoder_embeddings=True, dropout=0.1, attention_dropout=0.0,
+        activation_dropout=0.0, init_std=0.02, pad_token_id=pad, eos_token_id=eos,
+        bos_token_id=eos, decoder_start_token_id=pad, forced_eos_token_id=eos,
+        architectures=["MarianMTModel"])
+    return MarianMTModel(config)
+
+
+def opus_mt_generation_config():
+    from transformers import GenerationConfig
+    _, pad, eos = marian_ids()
+    return GenerationConfig(num_beams=4, max_length=512, bad_words_ids=[[pad]], bos_token_id=eos,
+                            eos_token_id=eos, pad_token_id=pad, decoder_start_token_id=pad,
+                            forced_eos_token_id=eos)
+
+
+# name -> (builder, tokenizer, generation config builder or None)
+MODELS = {
+    "distilbert-sst2": (distilbert_sst2, BERT_TOKENIZER, None),
+    "bert-base-ner": (bert_base_ner, BERT_TOKENIZER, None),
+    "gpt2": (gpt2, GPT2_TOKENIZER, None),
+    "opus-mt-fr-en": (opus_mt_fr_en, MARIAN_TOKENIZER, opus_mt_generation_config),
+}
+DEFAULT = ("distilbert-sst2", "bert-base-ner")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="directory to create the model directories in")
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"models to make, of {', '.join(MODELS)} (default: {' '.join(DEFAULT)})")
     ap.add_argument("--force", action="store_true", help="re-create existing models")
     a = ap.parse_args()
+    unknown = [n for n in a.names if n not in MODELS]
+    if unknown:
+        ap.error(f"unknown model {', '.join(unknown)}; known: {', '.join(MODELS)}")
 
     os.makedirs(a.out, exist_ok=True)
-    for name, build in MODELS.items():
+    for name in a.names or DEFAULT:
+        build, (tok_dir, tok_files), gen_config = MODELS[name]
         d = os.path.join(a.out, name)
         weights = os.path.join(d, "model.safetensors")
         if not a.force and os.path.exists(weights) and os.path.exists(os.path.join(d, "config.json")):
@@ -87,10 +162,14 @@ def main():
         t0 = time.perf_counter()
         torch.manual_seed(SEED)
         model = build().eval()
+        if gen_config:
+            model.generation_config = gen_config()
         os.makedirs(d, exist_ok=True)
         model.save_pretrained(d)
-        for f in TOKENIZER_FILES:
-            shutil.copyfile(os.path.join(TOKENIZER_DIR, f), os.path.join(d, f))
+        if gen_config:
+            model.generation_config.save_pretrained(d)
+        for f in tok_files:
+            shutil.copyfile(os.path.join(TOKENIZERS, tok_dir, f), os.path.join(d, f))
         if not os.path.exists(weights):
             sys.exit(f"make_models: {d}: save_pretrained wrote no model.safetensors "
                      f"(files: {sorted(os.listdir(d))})")

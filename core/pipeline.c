@@ -2,7 +2,9 @@
  *
  * tp_submit checks the request's shape synchronously (so a malformed body never
  * reaches the scheduler and never calls the callback), then hands it to the
- * scheduler; tp_pipeline_run is tp_submit plus a wait on a condition variable.
+ * scheduler; tp_pipeline_run is tp_submit plus a wait on a condition variable;
+ * tp_pipeline_run_stream also carries a text callback, which the worker running the
+ * request calls (through tp_task_context) while the caller waits.
  *
  * Threading: tp_submit and tp_pipeline_run from any thread concurrently; new and
  * free on one thread. tp_pipeline_free waits until the pipeline's pending requests
@@ -142,8 +144,10 @@ static tp_status invalid_request(cJSON *doc, tp_error *err, const char *msg, con
     return tp__error(err, TP_ERR_INVALID_ARGUMENT, "%s%s", msg, got ? got : "");
 }
 
-tp_status tp_submit(tp_pipeline *p, const char *request_json, tp_completion_fn callback,
-                    void *user_data, tp_error *err) {
+/* tp_submit with an optional stream callback (tp_pipeline_run_stream's). */
+static tp_status submit(tp_pipeline *p, const char *request_json, tp_completion_fn callback,
+                        void *user_data, tp_stream_fn on_text, void *stream_user,
+                        tp_error *err) {
     if (!p || !request_json || !callback)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "tp_submit: %s is NULL",
                          !p ? "pipeline" : !request_json ? "request_json" : "callback");
@@ -185,6 +189,8 @@ tp_status tp_submit(tp_pipeline *p, const char *request_json, tp_completion_fn c
     r->params = params;
     r->callback = callback;
     r->user_data = user_data;
+    r->on_text = on_text;
+    r->stream_user = stream_user;
 
     uv_mutex_lock(&p->lock);
     p->pending++;
@@ -196,6 +202,11 @@ tp_status tp_submit(tp_pipeline *p, const char *request_json, tp_completion_fn c
         free(r);
     }
     return st;
+}
+
+tp_status tp_submit(tp_pipeline *p, const char *request_json, tp_completion_fn callback,
+                    void *user_data, tp_error *err) {
+    return submit(p, request_json, callback, user_data, NULL, NULL, err);
 }
 
 /* tp_pipeline_run's rendezvous with the loop thread. */
@@ -226,15 +237,18 @@ static void wake_waiter(void *user_data, tp_status status, const char *response_
     uv_mutex_unlock(&w->lock);
 }
 
-tp_status tp_pipeline_run(tp_pipeline *p, const char *request_json, char **response_json,
-                          tp_error *err) {
+/* The deltas run on the worker while this thread waits: nothing here is shared with
+ * them but the caller's own user_data. */
+static tp_status run_blocking(const char *fn, tp_pipeline *p, const char *request_json,
+                              tp_stream_fn on_text, void *stream_user, char **response_json,
+                              tp_error *err) {
     if (!response_json)
-        return tp__error(err, TP_ERR_INVALID_ARGUMENT, "tp_pipeline_run: response_json is NULL");
+        return tp__error(err, TP_ERR_INVALID_ARGUMENT, "%s: response_json is NULL", fn);
     *response_json = NULL;
     if (p && tp__scheduler_on_loop_thread(tp__runtime_scheduler(p->rt)))
         return tp__error(err, TP_ERR_INVALID_ARGUMENT,
-                         "tp_pipeline_run called from a completion callback would wait "
-                         "forever; use tp_submit there");
+                         "%s called from a completion callback would wait "
+                         "forever; use tp_submit there", fn);
     waiter w;
     memset(&w, 0, sizeof w);
     if (uv_mutex_init(&w.lock) != 0)
@@ -243,7 +257,7 @@ tp_status tp_pipeline_run(tp_pipeline *p, const char *request_json, char **respo
         uv_mutex_destroy(&w.lock);
         return tp__error(err, TP_ERR_INTERNAL, "pipeline: cannot create a condition variable");
     }
-    tp_status st = tp_submit(p, request_json, wake_waiter, &w, err);
+    tp_status st = submit(p, request_json, wake_waiter, &w, on_text, stream_user, err);
     if (st == TP_OK) {
         uv_mutex_lock(&w.lock);
         while (!w.done) uv_cond_wait(&w.cond, &w.lock);
@@ -255,4 +269,15 @@ tp_status tp_pipeline_run(tp_pipeline *p, const char *request_json, char **respo
     uv_cond_destroy(&w.cond);
     uv_mutex_destroy(&w.lock);
     return st;
+}
+
+tp_status tp_pipeline_run(tp_pipeline *p, const char *request_json, char **response_json,
+                          tp_error *err) {
+    return run_blocking("tp_pipeline_run", p, request_json, NULL, NULL, response_json, err);
+}
+
+tp_status tp_pipeline_run_stream(tp_pipeline *p, const char *request_json, tp_stream_fn on_text,
+                                 void *user_data, char **response_json, tp_error *err) {
+    return run_blocking("tp_pipeline_run_stream", p, request_json, on_text, user_data,
+                        response_json, err);
 }

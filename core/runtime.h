@@ -17,6 +17,10 @@ void tp__backend_release(tp__backend *be);
 struct tp_task_context {
     tp__backend *backend;    /* pinned at start, released at completion */
     tp_pipeline *pipeline;
+    /* tp_pipeline_run_stream's callback (NULL: not streaming), called on the worker
+     * running the request through the core table's stream_text */
+    tp_stream_fn on_text;
+    void *stream_user;
 };
 
 /* The table handed to every plugin's init(); static, thread-safe. */

@@ -80,7 +80,8 @@ static tp__request *take_all(tp__queue *q) {
 /* Runs on a worker: pins the backend, runs the plugin, serializes the result. */
 static void execute(tp__request *r) {
     tp_pipeline *p = r->pipeline;
-    tp_task_context ctx = {.backend = tp__runtime_acquire_backend(p->rt), .pipeline = p};
+    tp_task_context ctx = {.backend = tp__runtime_acquire_backend(p->rt), .pipeline = p,
+                           .on_text = r->on_text, .stream_user = r->stream_user};
     struct cJSON *result = NULL;
     r->err.status = TP_OK;
     r->err.message[0] = '\0';

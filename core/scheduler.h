@@ -25,6 +25,8 @@ typedef struct tp__request {
     const cJSON *params;        /* never NULL: an empty object when absent */
     tp_completion_fn callback;
     void *user_data;
+    tp_stream_fn on_text;       /* tp_pipeline_run_stream's; NULL when not streaming */
+    void *stream_user;          /* called on the worker, through tp_task_context */
     /* Filled by the worker. */
     tp_status status;
     tp_error err;

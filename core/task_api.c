@@ -74,6 +74,11 @@ static tp_status api_model_generate(tp_task_context *ctx, tp_model *m, const tp_
     return st;
 }
 
+static void api_stream_text(tp_task_context *ctx, const char *text_delta) {
+    if (ctx && ctx->on_text && text_delta && text_delta[0])
+        ctx->on_text(ctx->stream_user, text_delta);
+}
+
 static const tp_core_api core_api = {
     .struct_size = sizeof(tp_core_api),
     .abi_version = TP_ABI_CURRENT,
@@ -121,6 +126,7 @@ static const tp_core_api core_api = {
 
     .model_generate = api_model_generate,
     .tokenizer_apply_chat_template = tp_tokenizer_apply_chat_template,
+    .stream_text = api_stream_text,
 };
 
 const tp_core_api *tp__core_api(void) { return &core_api; }

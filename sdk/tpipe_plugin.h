@@ -122,6 +122,14 @@ typedef struct tp_core_api {
     tp_status (*tokenizer_apply_chat_template)(tp_tokenizer *tok, const char *messages_json,
                                                int add_generation_prompt, char **text,
                                                tp_error *err);
+
+    /* Added after ABI 1.0 (check struct_size): hands a piece of newly generated text
+     * to the caller of tp_pipeline_run_stream, on the calling (worker) thread, before
+     * returning. A no-op when the request is not streamed (or ctx is NULL, or the
+     * delta empty). A plugin streams only single-sequence generation, sends the
+     * deltas in order, never splits a UTF-8 character across two calls, and makes
+     * their concatenation equal the new text of its final result. */
+    void (*stream_text)(tp_task_context *ctx, const char *text_delta);
 } tp_core_api;
 
 typedef struct tp_task_vtable {

@@ -7,6 +7,7 @@
  *   tpipe tokenize | detokenize                  the model's tokenizer alone
  *   tpipe bench --model DIR [...]                latency and throughput of a model
  *   tpipe bench --tokenizer --model DIR --corpus FILE   encode throughput of a tokenizer
+ *   tpipe bench --generate --model DIR [...]     generation speed (new tokens/s)
  *
  * Contract: stdout carries only the result (JSON for run/tokenize); a failure prints
  * one line "tpipe: <message>" on stderr, nothing on stdout, and exits 1 (2 for a
@@ -43,6 +44,7 @@ typedef struct cli {
     const char *model, *backend, *json, *pair;
     int threads;
     int no_special, keep_special;
+    int stream; /* run --stream */
     const char **params; /* "KEY=VALUE", in order */
     size_t n_params;
     const char **inputs; /* "KEY=VALUE", in order */
@@ -55,6 +57,10 @@ typedef struct cli {
     /* bench --tokenizer */
     int tokenizer_bench, repeat_to_bytes;
     const char *corpus, *output_ids;
+    /* bench --generate */
+    int generate_bench, prompt_tokens, beams;
+    int new_tokens[8]; /* --new-tokens N[,N...] */
+    int n_new_tokens;
 } cli;
 
 /* ------------------------------------------------------------------ help */
@@ -117,6 +123,9 @@ static const char run_help[] =
     "  --json FILE          read the Inference API body {\"inputs\": ..., \"parameters\": {...}}\n"
     "                       from FILE, or from stdin with '-'; --param entries override its\n"
     "                       parameters; TEXT may supply inputs when the body has none\n"
+    "  --stream             text-generation: print the new text as it is generated (no\n"
+    "                       prompt, no JSON), then a newline. One prompt (a TEXT or one\n"
+    "                       conversation), one sequence (num_return_sequences 1)\n"
     "  -h, --help           this help\n"
     "\n"
     "Examples (models/spam-filter: a small DistilBERT spam filter, labels HAM and SPAM):\n"
@@ -176,6 +185,9 @@ static const char bench_help[] =
     "                   [--batch B] [--seq T] [--iters N] [--warmup N] [--json]\n"
     "       tpipe bench --tokenizer --model DIR --corpus FILE [--repeat-to-bytes N]\n"
     "                   [--iters N] [--warmup N] [--output-ids FILE] [--json]\n"
+    "       tpipe bench --generate --model DIR [--backend NAME] [--threads N] [--batch B]\n"
+    "                   [--prompt-tokens P] [--new-tokens N[,N...]] [--beams K]\n"
+    "                   [--iters N] [--warmup N] [--json]\n"
     "\n"
     "Measures a model on B synthetic texts of exactly T tokens each (one common word\n"
     "repeated; for question-answering a short question and a long context, for\n"
@@ -214,10 +226,21 @@ static const char bench_help[] =
     "count and the sum of the ids (a checksum). --output-ids FILE writes the ids of the\n"
     "last run, one line per input line, space-separated.\n"
     "\n"
+    "With --generate, generation with a language model (decoder-only or\n"
+    "encoder-decoder): B prompts (for an encoder-decoder, source texts) of exactly P\n"
+    "tokens (default 16), one tp_model_generate call with {\"max_new_tokens\": N,\n"
+    "\"min_new_tokens\": N, \"do_sample\": false, \"num_beams\": K}, so that every run\n"
+    "generates exactly N new tokens per row (default 64; K default 1), --iters times\n"
+    "(default 3) after --warmup runs (default 1). Reported for each N: the median time,\n"
+    "new tokens/s (B x N over the median) and the median ms per new token; with two\n"
+    "or more N (--new-tokens 16,256), the flatness: ms per new token at the last N over\n"
+    "that at the first (near 1 when a KV cache keeps each step's cost flat).\n"
+    "\n"
     "Examples:\n"
     "  tpipe bench --model models/spam-filter --backend openblas --threads 2 --batch 16\n"
     "  tpipe bench --tokenizer --model tests/data/fixtures/tokenizers/gpt2 \\\n"
-    "      --corpus bench/corpus/corpus_en.txt\n";
+    "      --corpus bench/corpus/corpus_en.txt\n"
+    "  tpipe bench --generate --model tests/data/fixtures/models/gpt2 --new-tokens 16,64\n";
 
 static const char *const command_help[CMD_COUNT] = {
     main_help, run_help, plugins_help, backends_help, tokenize_help, detokenize_help, bench_help,
@@ -275,6 +298,7 @@ static const option_spec options[] = {
     {"--param", OPT_VALUE, ON(CMD_RUN)},
     {"--input", OPT_VALUE, ON(CMD_RUN)},
     {"--json", OPT_VALUE, ON(CMD_RUN)},
+    {"--stream", 0, ON(CMD_RUN)},
     {"--pair", OPT_VALUE, ON(CMD_TOKENIZE)},
     {"--no-special", 0, ON(CMD_TOKENIZE)},
     {"--keep-special", 0, ON(CMD_DETOKENIZE)},
@@ -290,6 +314,10 @@ static const option_spec options[] = {
     {"--corpus", OPT_VALUE, ON(CMD_BENCH)},
     {"--repeat-to-bytes", OPT_VALUE, ON(CMD_BENCH)},
     {"--output-ids", OPT_VALUE, ON(CMD_BENCH)},
+    {"--generate", 0, ON(CMD_BENCH)},
+    {"--prompt-tokens", OPT_VALUE, ON(CMD_BENCH)},
+    {"--new-tokens", OPT_VALUE, ON(CMD_BENCH)},
+    {"--beams", OPT_VALUE, ON(CMD_BENCH)},
 };
 
 static int usage_error(char *msg, size_t cap, const char *fmt, ...)
@@ -336,6 +364,38 @@ static int set_option(cli *c, const char *name, const char *value, char *msg, si
         if (!parse_count(value, &c->repeat_to_bytes) || c->repeat_to_bytes == 0)
             return usage_error(msg, cap, "--repeat-to-bytes wants a number >= 1, got '%s'", value);
     }
+    else if (strcmp(name, "--generate") == 0) c->generate_bench = 1;
+    else if (strcmp(name, "--prompt-tokens") == 0 || strcmp(name, "--beams") == 0) {
+        int *dst = name[2] == 'p' ? &c->prompt_tokens : &c->beams;
+        if (!parse_count(value, dst) || *dst == 0)
+            return usage_error(msg, cap, "%s wants a number >= 1, got '%s'", name, value);
+    } else if (strcmp(name, "--new-tokens") == 0) {
+        /* N or N,N,... (each >= 1) */
+        const int max = (int)(sizeof c->new_tokens / sizeof c->new_tokens[0]);
+        c->n_new_tokens = 0;
+        for (const char *at = value;; at++) {
+            const char *comma = strchr(at, ',');
+            size_t len = comma ? (size_t)(comma - at) : strlen(at);
+            char num[16];
+            int n;
+            if (c->n_new_tokens == max)
+                return usage_error(msg, cap, "--new-tokens takes at most %d counts", max);
+            if (len == 0 || len >= sizeof num)
+                n = 0;
+            else {
+                memcpy(num, at, len);
+                num[len] = '\0';
+                if (!parse_count(num, &n)) n = 0;
+            }
+            if (n == 0)
+                return usage_error(msg, cap, "--new-tokens wants numbers >= 1 separated by "
+                                             "commas, got '%s'", value);
+            c->new_tokens[c->n_new_tokens++] = n;
+            if (!comma) break;
+            at = comma;
+        }
+    }
+    else if (strcmp(name, "--stream") == 0) c->stream = 1;
     else if (strcmp(name, "--pair") == 0) c->pair = value;
     else if (strcmp(name, "--no-special") == 0) c->no_special = 1;
     else if (strcmp(name, "--keep-special") == 0) c->keep_special = 1;
@@ -439,6 +499,20 @@ static int parse_args(int argc, char **argv, cli *c, char *msg, size_t cap)
         return usage_error(msg, cap, "%s only applies to bench --tokenizer",
                            c->corpus ? "--corpus" : c->output_ids ? "--output-ids"
                                                                   : "--repeat-to-bytes");
+    if (c->cmd == CMD_BENCH && !c->generate_bench &&
+        (c->prompt_tokens || c->n_new_tokens || c->beams))
+        return usage_error(msg, cap, "%s only applies to bench --generate",
+                           c->prompt_tokens ? "--prompt-tokens" : c->n_new_tokens ? "--new-tokens"
+                                                                                  : "--beams");
+    if (c->cmd == CMD_BENCH && c->generate_bench) {
+        if (c->tokenizer_bench)
+            return usage_error(msg, cap, "--generate and --tokenizer are different benchmarks; "
+                                         "give one");
+        if (c->task || c->seq)
+            return usage_error(msg, cap, "%s does not apply to bench --generate%s",
+                               c->task ? "--task" : "--seq",
+                               c->task ? "" : " (the prompt length is --prompt-tokens)");
+    }
     if (c->cmd == CMD_BENCH && c->tokenizer_bench) {
         if (!c->corpus)
             return usage_error(msg, cap, "bench --tokenizer needs --corpus FILE");
@@ -629,6 +703,29 @@ static tp_status open_runtime(const cli *c, tp_runtime **rt, tp_error *err)
     return tp_runtime_new(&opts, rt, err);
 }
 
+/* --stream's tp_stream_fn: runs on the runtime's worker thread while the main
+ * thread waits in tp_pipeline_run_stream, so stdout has one user at a time. */
+static void print_delta(void *user_data, const char *text_delta)
+{
+    int *printed = user_data;
+    fputs(text_delta, stdout);
+    fflush(stdout);
+    *printed = 1;
+}
+
+/* --stream streams one sequence of one prompt; anything else would print nothing. */
+static const char *stream_refusal(const cJSON *req)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(req, "inputs");
+    if (!cJSON_IsString(in) && !(cJSON_IsArray(in) && cJSON_IsObject(cJSON_GetArrayItem(in, 0))))
+        return "--stream takes one prompt (one TEXT, or one conversation with --json)";
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(req, "parameters");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(params, "num_return_sequences");
+    if (cJSON_IsNumber(n) && n->valuedouble != 1)
+        return "--stream streams one sequence: num_return_sequences must be 1";
+    return NULL;
+}
+
 static int cmd_run(const cli *c)
 {
     tp_error err = {0};
@@ -636,6 +733,12 @@ static int cmd_run(const cli *c)
     if (!req) {
         say_error("%s", err.message);
         return EXIT_ERROR;
+    }
+    const char *refusal = c->stream ? stream_refusal(req) : NULL;
+    if (refusal) {
+        cJSON_Delete(req);
+        say_error("%s", refusal);
+        return EXIT_USAGE;
     }
     char *body = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
@@ -647,12 +750,20 @@ static int cmd_run(const cli *c)
     tp_pipeline *p = NULL;
     char *response = NULL;
     int rc = 0;
+    int printed = 0;
     if (open_runtime(c, &rt, &err) != TP_OK ||
-        tp_pipeline_new(rt, c->args[0], c->model, &p, &err) != TP_OK ||
-        tp_pipeline_run(p, body, &response, &err) != TP_OK)
+        tp_pipeline_new(rt, c->args[0], c->model, &p, &err) != TP_OK) {
         rc = fail(&err);
-    else
-        rc = print_result(response);
+    } else if (c->stream && strcmp(tp_pipeline_task(p), "text-generation") != 0) {
+        say_error("--stream applies to text-generation, not %s", tp_pipeline_task(p));
+        rc = EXIT_USAGE;
+    } else if ((c->stream ? tp_pipeline_run_stream(p, body, print_delta, &printed, &response, &err)
+                          : tp_pipeline_run(p, body, &response, &err)) != TP_OK) {
+        if (printed) fputc('\n', stdout); /* end the partial line; the error goes to stderr */
+        rc = fail(&err);
+    } else {
+        rc = c->stream ? print_result("") : print_result(response);
+    }
     tp_free(response);
     tp_pipeline_free(p);
     tp_runtime_free(rt);
@@ -882,9 +993,10 @@ static int count_tokens(tp_tokenizer *tok, const char *text, const char *pair, i
 }
 
 /* Builds `batch` inputs of exactly `seq` tokens for `task` from one word the
- * tokenizer keeps as one known token, and encodes them as a padded batch.
+ * tokenizer keeps as one known token, and encodes them as a padded batch (`pad`;
+ * unpadded rows need not be contiguous, and GPT-2 has no pad token).
  * Returns 0, or an exit status after printing why. */
-static int build_bench_input(tp_tokenizer *tok, const char *task, int batch, int seq,
+static int build_bench_input(tp_tokenizer *tok, const char *task, int batch, int seq, int pad,
                              bench_input *in)
 {
     static const char *const words[] = {"the", "hello", "and", "a", "of", "is", "it", "x"};
@@ -930,7 +1042,7 @@ static int build_bench_input(tp_tokenizer *tok, const char *task, int batch, int
     }
     tp_encode_options o;
     tp_encode_options_init(&o);
-    o.padding = TP_PAD_LONGEST;
+    o.padding = pad ? TP_PAD_LONGEST : TP_PAD_NONE;
     /* A word next to a mask token may merge with it or lose its space (RoBERTa's
      * <mask> takes the space before it): correct the word count by what the
      * encoding says, a few times at most. */
@@ -1283,9 +1395,201 @@ done:
     return rc;
 }
 
+/* ------------------------------------------------------------------ bench --generate */
+
+/* One generation measurement: `n_new` new tokens per row, `iters` runs. */
+typedef struct gen_run {
+    int n_new;
+    bench_stats st;
+} gen_run;
+
+static cJSON *gen_run_json(const gen_run *r, int batch)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "new_tokens", r->n_new);
+    cJSON_AddNumberToObject(o, "median_ms", r->st.median);
+    cJSON_AddNumberToObject(o, "p90_ms", r->st.p90);
+    cJSON_AddNumberToObject(o, "min_ms", r->st.min);
+    cJSON_AddNumberToObject(o, "mean_ms", r->st.mean);
+    cJSON_AddNumberToObject(o, "tokens_per_s", (double)batch * r->n_new * 1e3 / r->st.median);
+    cJSON_AddNumberToObject(o, "ms_per_token", r->st.median / r->n_new);
+    return o;
+}
+
+/* Times tp_model_generate producing exactly `n_new` tokens per row (min_new_tokens =
+ * max_new_tokens keeps EOS out until then); a run that makes another count is an
+ * error, since its timing would not be comparable. */
+static int time_generate(const cli *c, tp_model *m, const tp_model_input *mi, int prompt,
+                         int seq2seq, int n_new, int warmup, int iters, double *t)
+{
+    char params[256];
+    snprintf(params, sizeof params,
+             "{\"max_new_tokens\": %d, \"min_new_tokens\": %d, \"do_sample\": false, "
+             "\"num_beams\": %d}", n_new, n_new, c->beams ? c->beams : 1);
+    for (int i = 0; i < warmup + iters; i++) {
+        tp_error err = {0};
+        int32_t *seqs = NULL;
+        int rows = 0, cols = 0;
+        double t0 = now_ms();
+        tp_status s = tp_model_generate(m, mi, params, &seqs, &rows, &cols, &err);
+        double t1 = now_ms();
+        tp_free(seqs);
+        if (s != TP_OK) return fail(&err);
+        int made = cols - (seq2seq ? 1 : prompt); /* seq2seq: decoder_start_token_id first */
+        if (made != n_new) {
+            say_error("bench: generate made %d new tokens, not the %d asked for (%s)", made,
+                      n_new, params);
+            return EXIT_ERROR;
+        }
+        if (i >= warmup) t[i - warmup] = t1 - t0;
+    }
+    return 0;
+}
+
+static int cmd_bench_generate(const cli *c)
+{
+    const int batch = c->batch ? c->batch : 1, prompt = c->prompt_tokens ? c->prompt_tokens : 16;
+    const int iters = c->iters ? c->iters : 3, warmup = c->warmup_given ? c->warmup : 1;
+    const int beams = c->beams ? c->beams : 1;
+    const int n_runs = c->n_new_tokens ? c->n_new_tokens : 1;
+    tp_error err = {0};
+    tp_runtime *rt = NULL;
+    tp_tokenizer *tok = NULL;
+    tp_model *m = NULL;
+    bench_input in = {0};
+    gen_run runs[sizeof c->new_tokens / sizeof c->new_tokens[0]] = {{0}};
+    int32_t *ids = NULL;
+    int rc = 0;
+    double *t = malloc((size_t)iters * sizeof *t);
+    if (!t) {
+        say_error("out of memory");
+        return EXIT_ERROR;
+    }
+    if (open_runtime(c, &rt, &err) != TP_OK ||
+        tp_tokenizer_new(c->model, TP_TOKENIZER_AUTO, &tok, &err) != TP_OK) {
+        rc = fail(&err);
+        goto done;
+    }
+    double t0 = now_ms();
+    if (tp_model_new(rt, c->model, &m, &err) != TP_OK) {
+        rc = fail(&err);
+        goto done;
+    }
+    double load_ms = now_ms() - t0;
+    const tp_head head = tp_model_head(m);
+    const char *arch = tp_model_architecture(m) ? tp_model_architecture(m) : "";
+    const char *model_type = tp_model_type(m) ? tp_model_type(m) : "";
+    if (head != TP_HEAD_CAUSAL_LM && head != TP_HEAD_SEQ2SEQ_LM) {
+        say_error("bench --generate: %s (%s) is not a language model: generation needs a "
+                  "causal-LM or seq2seq-LM head", c->model, arch[0] ? arch : model_type);
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    const int seq2seq = head == TP_HEAD_SEQ2SEQ_LM;
+    /* the synthetic text as for the encoders: one word repeated, special tokens
+     * (Marian's </s>) included in P */
+    if ((rc = build_bench_input(tok, seq2seq ? "translation" : "text-generation", batch, prompt,
+                                0, &in)) != 0)
+        goto done;
+    /* every row is `prompt` tokens: no padding, no mask; copied into one block */
+    ids = malloc((size_t)batch * prompt * sizeof *ids);
+    if (!ids) {
+        say_error("out of memory");
+        rc = EXIT_ERROR;
+        goto done;
+    }
+    for (int r = 0; r < batch; r++)
+        memcpy(ids + (size_t)r * prompt, tp_encoding_ids(in.enc, (size_t)r),
+               (size_t)prompt * sizeof *ids);
+    tp_model_input mi = {.struct_size = sizeof mi, .batch = batch, .seq_len = prompt,
+                         .input_ids = ids};
+    for (int r = 0; r < n_runs; r++) {
+        runs[r].n_new = c->n_new_tokens ? c->new_tokens[r] : 64;
+        if ((rc = time_generate(c, m, &mi, prompt, seq2seq, runs[r].n_new, warmup, iters, t)) != 0)
+            goto done;
+        runs[r].st = summarize(t, iters);
+    }
+    const gen_run *first = &runs[0], *last = &runs[n_runs - 1];
+    const double flat = (last->st.median / last->n_new) / (first->st.median / first->n_new);
+
+    struct rusage ru;
+    long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/model.safetensors", c->model);
+    long long weight_bytes = stat(path, &st) == 0 ? (long long)st.st_size : -1;
+    const char *backend = tp_runtime_backend(rt);
+
+    if (c->json_out) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "tpipe_version", tp_version());
+        cJSON_AddStringToObject(o, "model", c->model);
+        cJSON_AddStringToObject(o, "model_type", model_type);
+        cJSON_AddStringToObject(o, "architecture", arch);
+        cJSON_AddBoolToObject(o, "encoder_decoder", seq2seq);
+        cJSON_AddStringToObject(o, "backend", backend ? backend : "");
+        cJSON_AddNumberToObject(o, "threads", c->threads);
+        cJSON_AddNumberToObject(o, "batch", batch);
+        cJSON_AddNumberToObject(o, "prompt_tokens", prompt);
+        cJSON_AddNumberToObject(o, "num_beams", beams);
+        cJSON_AddNumberToObject(o, "iters", iters);
+        cJSON_AddNumberToObject(o, "warmup", warmup);
+        cJSON_AddNumberToObject(o, "load_ms", load_ms);
+        if (weight_bytes >= 0) cJSON_AddNumberToObject(o, "weight_bytes", (double)weight_bytes);
+        else cJSON_AddNullToObject(o, "weight_bytes");
+        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss);
+        cJSON *arr = cJSON_AddArrayToObject(o, "runs");
+        for (int r = 0; arr && r < n_runs; r++)
+            cJSON_AddItemToArray(arr, gen_run_json(&runs[r], batch));
+        /* the single-N figures at the top level too, from the last run */
+        cJSON_AddNumberToObject(o, "new_tokens", last->n_new);
+        cJSON_AddNumberToObject(o, "tokens_per_s", (double)batch * last->n_new * 1e3 /
+                                                       last->st.median);
+        cJSON_AddNumberToObject(o, "ms_per_token", last->st.median / last->n_new);
+        if (n_runs > 1) cJSON_AddNumberToObject(o, "flatness", flat);
+        else cJSON_AddNullToObject(o, "flatness");
+        char *s = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!s) {
+            say_error("out of memory printing the result");
+            rc = EXIT_ERROR;
+            goto done;
+        }
+        rc = print_result(s);
+        cJSON_free(s);
+        goto done;
+    }
+    printf("model     %s (%s %s)\n", c->model, model_type, arch);
+    printf("backend   %s, %d compute thread%s%s\n", backend ? backend : "?", c->threads,
+           c->threads == 1 ? "" : "s", c->threads ? "" : " (0: every core)");
+    printf("input     batch %d x %d %s tokens; %s; %d iterations after %d warm-up\n", batch,
+           prompt, seq2seq ? "source" : "prompt",
+           beams == 1 ? "greedy" : "beam search", iters, warmup);
+    if (beams > 1) printf("          num_beams %d\n", beams);
+    printf("load      %.2f ms (tp_model_new); weights %.1f MB; peak RSS %.1f MB\n\n", load_ms,
+           weight_bytes >= 0 ? weight_bytes / 1e6 : 0.0, peak_rss / 1e6);
+    printf("%-12s %12s %12s %12s\n", "new tokens", "median ms", "ms/token", "tokens/s");
+    for (int r = 0; r < n_runs; r++)
+        printf("%-12d %12.2f %12.3f %12.1f\n", runs[r].n_new, runs[r].st.median,
+               runs[r].st.median / runs[r].n_new, batch * runs[r].n_new * 1e3 / runs[r].st.median);
+    if (n_runs > 1)
+        printf("\nflatness  ms per new token at %d / at %d: %.2f (near 1 with a KV cache)\n",
+               last->n_new, first->n_new, flat);
+    rc = finish_stdout();
+done:
+    free(ids);
+    bench_input_free(&in);
+    tp_model_free(m);
+    tp_tokenizer_free(tok);
+    tp_runtime_free(rt);
+    free(t);
+    return rc;
+}
+
 static int cmd_bench(const cli *c)
 {
     if (c->tokenizer_bench) return cmd_bench_tokenizer(c);
+    if (c->generate_bench) return cmd_bench_generate(c);
     const int batch = c->batch ? c->batch : 1, seq = c->seq ? c->seq : 128;
     const int iters = c->iters ? c->iters : 10, warmup = c->warmup_given ? c->warmup : 2;
     tp_error err = {0}, pipe_err = {0};
@@ -1323,7 +1627,7 @@ static int cmd_bench(const cli *c)
         rc = EXIT_USAGE;
         goto done;
     }
-    if ((rc = build_bench_input(tok, task, batch, seq, &in)) != 0) goto done;
+    if ((rc = build_bench_input(tok, task, batch, seq, 1, &in)) != 0) goto done;
 
     tp_model_input mi = {
         .struct_size = sizeof mi,

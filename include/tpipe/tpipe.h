@@ -165,6 +165,25 @@ typedef void (*tp_completion_fn)(void *user_data, tp_status status, const char *
 TP_API tp_status tp_submit(tp_pipeline *p, const char *request_json, tp_completion_fn callback,
                            void *user_data, tp_error *err);
 
+/* Streaming: called with each new piece of generated text, in order, as it is
+ * generated. `text_delta` is non-empty, valid UTF-8 (a character is never split
+ * across two calls) and valid only during the call. It runs on the scheduler's
+ * worker thread that runs the request (not the caller's thread, not the loop
+ * thread): keep it short, make it thread-safe with whatever it touches, and do not
+ * call tp_pipeline_run or tp_pipeline_free on the same runtime from it. */
+typedef void (*tp_stream_fn)(void *user_data, const char *text_delta);
+
+/* tp_pipeline_run, plus `on_text` (may be NULL: then exactly tp_pipeline_run) called
+ * with the generated text as it comes. Tasks that generate text stream it for
+ * single-sequence generation (one prompt, num_return_sequences 1, no beams): the
+ * concatenation of the deltas equals the new text of the final response (the
+ * generated text without the prompt). For other requests and tasks on_text is
+ * never called; the response is the same as tp_pipeline_run's either way. Blocks
+ * until the request completes; `*response_json` is freed with tp_free. */
+TP_API tp_status tp_pipeline_run_stream(tp_pipeline *p, const char *request_json,
+                                        tp_stream_fn on_text, void *user_data,
+                                        char **response_json, tp_error *err);
+
 /* ---------------------------------------------------------------- tokenizer */
 
 typedef enum tp_tokenizer_source {

@@ -18,6 +18,11 @@
  * without adding special tokens, as the pipeline does; with return_full_text the
  * output is the messages plus {"role": "assistant", "content": <new text>}.
  *
+ * Streaming (tp_pipeline_run_stream): for one prompt (a string or one conversation)
+ * generating one sequence, each step decodes the new text so far and hands the part
+ * that the next token cannot change any more to core->stream_text; what is held back
+ * is sent when generation ends, so the deltas add up to the new text of the result.
+ *
  * Links nothing of the core: every service comes from the tp_core_api table.
  * Thread-safety: run() only reads the pipeline state, so it may run concurrently.
  */
@@ -42,11 +47,17 @@ typedef struct tg_pipeline {
 /* The plugin's own parameters; the rest go to generate(). */
 static const char *const own_params[] = {"return_full_text", "stop", "stop_strings", NULL};
 
+/* Per request: the stop strings, and the streaming state (stream_text). */
 typedef struct stop_check {
     const tg_pipeline *st;
     const char *const *stops;
     int n_stops;
     int prompt_len;
+    tp_task_context *ctx;
+    int stream;             /* stream this prompt's text (one prompt, core has stream_text) */
+    const char *prompt_dec; /* the decoded prompt: the new text is what follows its length */
+    char *shown;            /* the new text sent so far (malloc'd) */
+    size_t n_shown;
 } stop_check;
 
 static tp_status tg_init(const tp_core_api *core, void **plugin_state, tp_error *err) {
@@ -89,11 +100,65 @@ static tp_status tg_open(void *plugin_state, tp_task_pipeline *p, void **pipelin
 
 static void tg_close(void *pipeline_state) { free(pipeline_state); }
 
-/* Ends a row once a stop string ends inside its newest token's text. */
+/* How much of `t` (n bytes, the new text so far) is final: the next token cannot
+ * change it. Held back: an incomplete UTF-8 character at the end, trailing U+FFFD
+ * (byte-level BPE decodes a character split across tokens as U+FFFD until its last
+ * byte arrives), and a trailing space that clean_up_tokenization_spaces could still
+ * remove (" ." " ?" " !" " ," " ' " " n't" " 'm" " 's" " 've" " 're"). */
+static size_t stable_len(const char *t, size_t n) {
+    size_t k = n, lead = n;
+    while (lead > 0 && n - lead < 4 && ((unsigned char)t[lead - 1] & 0xC0) == 0x80) lead--;
+    if (lead > 0) {
+        const unsigned char c = (unsigned char)t[lead - 1];
+        const size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        if (n - (lead - 1) < want) k = lead - 1;
+    }
+    while (k >= 3 && memcmp(t + k - 3, "\xEF\xBF\xBD", 3) == 0) k -= 3;
+    static const char *const cleanups[] = {" .", " ?",  " !",  " ,",  " ' ",
+                                           " n't", " 'm", " 's", " 've", " 're"};
+    for (size_t i = k >= 4 ? k - 4 : 0; i < k; i++) {
+        if (t[i] != ' ') continue;
+        for (size_t j = 0; j < sizeof cleanups / sizeof cleanups[0]; j++)
+            if (strncmp(cleanups[j], t + i, k - i) == 0) return i;
+    }
+    return k;
+}
+
+/* Sends the part of `text` (the new text so far) past what was already sent, up to
+ * `upto` bytes. Text that no longer extends what was sent is not sent. */
+static void stream_upto(stop_check *sc, const char *text, size_t upto) {
+    if (upto <= sc->n_shown || strncmp(text, sc->shown ? sc->shown : "", sc->n_shown) != 0)
+        return;
+    char *grown = realloc(sc->shown, upto + 1);
+    if (!grown) return;
+    memcpy(grown + sc->n_shown, text + sc->n_shown, upto - sc->n_shown);
+    grown[upto] = '\0';
+    sc->shown = grown;
+    sc->st->core->stream_text(sc->ctx, grown + sc->n_shown);
+    sc->n_shown = upto;
+}
+
+/* Streams the stable part of the one row's new text. */
+static void stream_step(stop_check *sc, const int32_t *row, int len) {
+    const tp_core_api *core = sc->st->core;
+    char *dec = NULL;
+    tp_error e = {0};
+    if (core->tokenizer_decode(sc->st->tok, row, (size_t)len, 1, -1, &dec, &e) == TP_OK) {
+        /* cut as the final result is cut (generate_one) */
+        const size_t pl = strlen(sc->prompt_dec), dl = strlen(dec);
+        const char *tail = dec + (pl < dl ? pl : dl);
+        stream_upto(sc, tail, stable_len(tail, strlen(tail)));
+    }
+    core->free(dec);
+}
+
+/* Streams the newest text of a single row, and ends a row once a stop string ends
+ * inside its newest token's text. */
 static int on_step(void *user, const int32_t *seq, int rows, int len, uint8_t *stop) {
     stop_check *sc = user;
     const tp_core_api *core = sc->st->core;
-    for (int r = 0; r < rows; r++) {
+    if (sc->stream && rows == 1) stream_step(sc, seq, len);
+    for (int r = 0; sc->n_stops && r < rows; r++) {
         const int32_t *row = seq + (size_t)r * len + sc->prompt_len;
         const int n = len - sc->prompt_len;
         char *all = NULL, *before = NULL;
@@ -139,11 +204,14 @@ static tp_status generate_one(const tg_pipeline *st, tp_task_context *ctx, const
     int rows = 0, cols = 0;
     char *prompt_dec = NULL;
     sc->prompt_len = T;
-    tp_status s = core->model_generate(ctx, st->model, &in, gparams, own_params,
-                                       sc->n_stops ? on_step : NULL, sc, &seqs, &rows, &cols,
-                                       err);
+    tp_status s = core->tokenizer_decode(st->tok, ids, (size_t)T, 1, -1, &prompt_dec, err);
+    sc->prompt_dec = prompt_dec;
+    sc->shown = NULL;
+    sc->n_shown = 0;
     if (s == TP_OK)
-        s = core->tokenizer_decode(st->tok, ids, (size_t)T, 1, -1, &prompt_dec, err);
+        s = core->model_generate(ctx, st->model, &in, gparams, own_params,
+                                 sc->n_stops || sc->stream ? on_step : NULL, sc, &seqs, &rows,
+                                 &cols, err);
     for (int r = 0; s == TP_OK && r < rows; r++) {
         char *dec = NULL;
         s = core->tokenizer_decode(st->tok, seqs + (size_t)r * cols, (size_t)cols, 1, -1, &dec,
@@ -160,6 +228,8 @@ static tp_status generate_one(const tg_pipeline *st, tp_task_context *ctx, const
             break;
         }
         snprintf(gen, n, "%s%s", full_text ? text : "", tail);
+        /* the rest of the new text, held back or never stepped through (beam search) */
+        if (sc->stream && rows == 1) stream_upto(sc, tail, strlen(tail));
         cJSON *rec = cJSON_CreateObject();
         if (!rec || !cJSON_AddStringToObject(rec, "generated_text", gen)) {
             cJSON_Delete(rec);
@@ -170,6 +240,9 @@ static tp_status generate_one(const tg_pipeline *st, tp_task_context *ctx, const
         free(gen);
         core->free(dec);
     }
+    free(sc->shown);
+    sc->shown = NULL;
+    sc->prompt_dec = NULL;
     core->free(prompt_dec);
     core->free(seqs);
     core->encoding_free(enc);
@@ -242,7 +315,12 @@ static tp_status tg_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
         full_text = cJSON_IsTrue(rft);
     }
     const char *stops[16];
-    stop_check sc = {.st = st, .stops = stops};
+    stop_check sc = {.st = st, .stops = stops, .ctx = ctx};
+    /* one prompt (a string or one conversation) streams; the core must have
+     * stream_text (a no-op when the caller did not ask for a stream) */
+    sc.stream =
+        (cJSON_IsString(inputs) || (chat && cJSON_IsObject(cJSON_GetArrayItem(inputs, 0)))) &&
+        core->struct_size >= offsetof(tp_core_api, stream_text) + sizeof core->stream_text;
     for (const char *const *k = own_params + 1; *k; k++) {
         const cJSON *sv = cJSON_GetObjectItemCaseSensitive(params, *k);
         if (!sv || cJSON_IsNull(sv)) continue;
