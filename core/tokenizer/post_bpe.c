@@ -123,7 +123,7 @@ static tp_status token_pair(const cJSON *j, const char *key, const char *what, i
 tp_status tp__roberta_from_json(const cJSON *j, const char *what, tp__post_processor **out,
                                 tp_error *err)
 {
-    int32_t cls, sep;
+    int32_t cls = 0, sep = 0; /* set by token_pair; zeroed for -O3's flow analysis */
     int trim, aps;
     TP_TRY(token_pair(j, "cls", what, 0, &cls, err));
     TP_TRY(token_pair(j, "sep", what, 2, &sep, err));

@@ -50,7 +50,7 @@ static tp_status pb_varint(pb *b, uint64_t *v, const char *field, tp_error *err)
 /* Reads a length-delimited payload into a sub-reader. */
 static tp_status pb_len(pb *b, pb *sub, const char *field, tp_error *err)
 {
-    uint64_t n;
+    uint64_t n = 0;
     size_t at = pb_off(b);
     TP_TRY(pb_varint(b, &n, field, err));
     size_t left = (size_t)(b->end - b->p);
@@ -140,7 +140,7 @@ static tp_status pb_bool(pb *b, size_t at, int wt, const char *field, int *out, 
 static tp_status pb_string(pb *b, size_t at, int wt, const char *field, char **out,
                            size_t *out_len, tp_error *err)
 {
-    pb sub;
+    pb sub = {0};
     TP_TRY(want_wt(b, at, wt, WT_LEN, field, err));
     TP_TRY(pb_len(b, &sub, field, err));
     size_t n = (size_t)(sub.end - sub.p);
