@@ -1292,6 +1292,78 @@ static int write_ids(const char *path, const tp_encoding *enc)
     return 0;
 }
 
+/* Peak resident memory of this process so far, in bytes; -1 when unknown. */
+static long long peak_rss_bytes(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
+}
+
+/* Size of DIR/model.safetensors in bytes; -1 when it cannot be read. */
+static long long weight_bytes_of(const char *model_dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/model.safetensors", model_dir);
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* Prints a bench's JSON object on stdout and frees it. */
+static int print_json_object(cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) {
+        say_error("out of memory printing the result");
+        return EXIT_ERROR;
+    }
+    int rc = print_result(s);
+    cJSON_free(s);
+    return rc;
+}
+
+/* The fields every model bench (forward, generate) reports first. */
+static cJSON *model_bench_json(const cli *c, tp_runtime *rt, const char *model_type,
+                               const char *arch, int batch, int iters, int warmup,
+                               double load_ms)
+{
+    const char *backend = tp_runtime_backend(rt);
+    long long weight_bytes = weight_bytes_of(c->model);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "tpipe_version", tp_version());
+    cJSON_AddStringToObject(o, "model", c->model);
+    cJSON_AddStringToObject(o, "model_type", model_type);
+    cJSON_AddStringToObject(o, "architecture", arch);
+    cJSON_AddStringToObject(o, "backend", backend ? backend : "");
+    cJSON_AddNumberToObject(o, "threads", c->threads);
+    cJSON_AddNumberToObject(o, "batch", batch);
+    cJSON_AddNumberToObject(o, "iters", iters);
+    cJSON_AddNumberToObject(o, "warmup", warmup);
+    cJSON_AddNumberToObject(o, "load_ms", load_ms);
+    if (weight_bytes >= 0) cJSON_AddNumberToObject(o, "weight_bytes", (double)weight_bytes);
+    else cJSON_AddNullToObject(o, "weight_bytes");
+    cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss_bytes());
+    return o;
+}
+
+/* The load, weight-size and memory line of a model bench's table. */
+static void print_load_line(const cli *c, double load_ms)
+{
+    long long weight_bytes = weight_bytes_of(c->model);
+    printf("load      %.2f ms (tp_model_new); weights %.1f MB; peak RSS %.1f MB\n\n", load_ms,
+           weight_bytes >= 0 ? weight_bytes / 1e6 : 0.0, peak_rss_bytes() / 1e6);
+}
+
+/* The lines every model bench's table starts with. */
+static void print_model_header(const cli *c, tp_runtime *rt, const char *model_type,
+                               const char *arch)
+{
+    const char *backend = tp_runtime_backend(rt);
+    printf("model     %s (%s %s)\n", c->model, model_type, arch);
+    printf("backend   %s, %d compute thread%s%s\n", backend ? backend : "?", c->threads,
+           c->threads == 1 ? "" : "s", c->threads ? "" : " (0: every core)");
+}
+
 static int cmd_bench_tokenizer(const cli *c)
 {
     const int iters = c->iters ? c->iters : 3, warmup = c->warmup_given ? c->warmup : 1;
@@ -1342,8 +1414,7 @@ static int cmd_bench_tokenizer(const cli *c)
     if (c->output_ids && (rc = write_ids(c->output_ids, enc)) != 0) goto done;
     double mb_s = (double)tc.bytes / 1e6 / (st.median / 1e3);
     double tok_s = (double)tokens / (st.median / 1e3);
-    struct rusage ru;
-    long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
+    long long peak_rss = peak_rss_bytes();
 
     if (c->json_out) {
         cJSON *o = cJSON_CreateObject();
@@ -1366,15 +1437,7 @@ static int cmd_bench_tokenizer(const cli *c)
         cJSON_AddNumberToObject(o, "mb_per_s", mb_s);
         cJSON_AddNumberToObject(o, "tokens_per_s", tok_s);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss);
-        char *s = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!s) {
-            say_error("out of memory printing the result");
-            rc = EXIT_ERROR;
-            goto done;
-        }
-        rc = print_result(s);
-        cJSON_free(s);
+        rc = print_json_object(o);
         goto done;
     }
     printf("tokenizer  %s (loaded in %.1f ms)\n", c->model, load_ms);
@@ -1512,32 +1575,11 @@ static int cmd_bench_generate(const cli *c)
     const gen_run *first = &runs[0], *last = &runs[n_runs - 1];
     const double flat = (last->st.median / last->n_new) / (first->st.median / first->n_new);
 
-    struct rusage ru;
-    long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
-    char path[PATH_MAX];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/model.safetensors", c->model);
-    long long weight_bytes = stat(path, &st) == 0 ? (long long)st.st_size : -1;
-    const char *backend = tp_runtime_backend(rt);
-
     if (c->json_out) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "tpipe_version", tp_version());
-        cJSON_AddStringToObject(o, "model", c->model);
-        cJSON_AddStringToObject(o, "model_type", model_type);
-        cJSON_AddStringToObject(o, "architecture", arch);
+        cJSON *o = model_bench_json(c, rt, model_type, arch, batch, iters, warmup, load_ms);
         cJSON_AddBoolToObject(o, "encoder_decoder", seq2seq);
-        cJSON_AddStringToObject(o, "backend", backend ? backend : "");
-        cJSON_AddNumberToObject(o, "threads", c->threads);
-        cJSON_AddNumberToObject(o, "batch", batch);
         cJSON_AddNumberToObject(o, "prompt_tokens", prompt);
         cJSON_AddNumberToObject(o, "num_beams", beams);
-        cJSON_AddNumberToObject(o, "iters", iters);
-        cJSON_AddNumberToObject(o, "warmup", warmup);
-        cJSON_AddNumberToObject(o, "load_ms", load_ms);
-        if (weight_bytes >= 0) cJSON_AddNumberToObject(o, "weight_bytes", (double)weight_bytes);
-        else cJSON_AddNullToObject(o, "weight_bytes");
-        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss);
         cJSON *arr = cJSON_AddArrayToObject(o, "runs");
         for (int r = 0; arr && r < n_runs; r++)
             cJSON_AddItemToArray(arr, gen_run_json(&runs[r], batch));
@@ -1548,26 +1590,15 @@ static int cmd_bench_generate(const cli *c)
         cJSON_AddNumberToObject(o, "ms_per_token", last->st.median / last->n_new);
         if (n_runs > 1) cJSON_AddNumberToObject(o, "flatness", flat);
         else cJSON_AddNullToObject(o, "flatness");
-        char *s = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!s) {
-            say_error("out of memory printing the result");
-            rc = EXIT_ERROR;
-            goto done;
-        }
-        rc = print_result(s);
-        cJSON_free(s);
+        rc = print_json_object(o);
         goto done;
     }
-    printf("model     %s (%s %s)\n", c->model, model_type, arch);
-    printf("backend   %s, %d compute thread%s%s\n", backend ? backend : "?", c->threads,
-           c->threads == 1 ? "" : "s", c->threads ? "" : " (0: every core)");
+    print_model_header(c, rt, model_type, arch);
     printf("input     batch %d x %d %s tokens; %s; %d iterations after %d warm-up\n", batch,
            prompt, seq2seq ? "source" : "prompt",
            beams == 1 ? "greedy" : "beam search", iters, warmup);
     if (beams > 1) printf("          num_beams %d\n", beams);
-    printf("load      %.2f ms (tp_model_new); weights %.1f MB; peak RSS %.1f MB\n\n", load_ms,
-           weight_bytes >= 0 ? weight_bytes / 1e6 : 0.0, peak_rss / 1e6);
+    print_load_line(c, load_ms);
     printf("%-12s %12s %12s %12s\n", "new tokens", "median ms", "ms/token", "tokens/s");
     for (int r = 0; r < n_runs; r++)
         printf("%-12d %12.2f %12.3f %12.1f\n", runs[r].n_new, runs[r].st.median,
@@ -1666,31 +1697,10 @@ static int cmd_bench(const cli *c)
     }
     const char *pipe_task = p ? tp_pipeline_task(p) : task;
 
-    struct rusage ru;
-    long long peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (long long)ru.ru_maxrss * 1024 : -1;
-    char path[PATH_MAX];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/model.safetensors", c->model);
-    long long weight_bytes = stat(path, &st) == 0 ? (long long)st.st_size : -1;
-    const char *backend = tp_runtime_backend(rt);
-
     if (c->json_out) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "tpipe_version", tp_version());
-        cJSON_AddStringToObject(o, "model", c->model);
-        cJSON_AddStringToObject(o, "model_type", model_type);
-        cJSON_AddStringToObject(o, "architecture", arch);
+        cJSON *o = model_bench_json(c, rt, model_type, arch, batch, iters, warmup, load_ms);
         cJSON_AddStringToObject(o, "task", pipe_task);
-        cJSON_AddStringToObject(o, "backend", backend ? backend : "");
-        cJSON_AddNumberToObject(o, "threads", c->threads);
-        cJSON_AddNumberToObject(o, "batch", batch);
         cJSON_AddNumberToObject(o, "seq", seq);
-        cJSON_AddNumberToObject(o, "iters", iters);
-        cJSON_AddNumberToObject(o, "warmup", warmup);
-        cJSON_AddNumberToObject(o, "load_ms", load_ms);
-        if (weight_bytes >= 0) cJSON_AddNumberToObject(o, "weight_bytes", (double)weight_bytes);
-        else cJSON_AddNullToObject(o, "weight_bytes");
-        cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)peak_rss);
         cJSON_AddItemToObject(o, "forward", stats_json(&fwd, batch, seq));
         if (have_pipe) {
             cJSON_AddItemToObject(o, "pipeline", stats_json(&pipe, batch, seq));
@@ -1701,24 +1711,13 @@ static int cmd_bench(const cli *c)
                                                              ? pipe_err.message
                                                              : tp_strerror(pipe_err.status));
         }
-        char *s = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!s) {
-            say_error("out of memory printing the result");
-            rc = EXIT_ERROR;
-            goto done;
-        }
-        rc = print_result(s);
-        cJSON_free(s);
+        rc = print_json_object(o);
         goto done;
     }
-    printf("model     %s (%s %s)\n", c->model, model_type, arch);
-    printf("backend   %s, %d compute thread%s%s\n", backend ? backend : "?", c->threads,
-           c->threads == 1 ? "" : "s", c->threads ? "" : " (0: every core)");
+    print_model_header(c, rt, model_type, arch);
     printf("input     batch %d x %d tokens; %d iterations after %d warm-up\n", batch, seq, iters,
            warmup);
-    printf("load      %.2f ms (tp_model_new); weights %.1f MB; peak RSS %.1f MB\n\n", load_ms,
-           weight_bytes >= 0 ? weight_bytes / 1e6 : 0.0, peak_rss / 1e6);
+    print_load_line(c, load_ms);
     printf("%-34s %10s %10s %10s %12s\n", "", "median ms", "p90 ms", "seq/s", "tokens/s");
     stats_row("forward", &fwd, batch, seq);
     char name[64];
