@@ -9,10 +9,32 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "tpipe_plugin.h"
+
+/* The size a core table must have for `member` to be there: pass the last member a
+ * plugin calls to tp_plugin_require_core. */
+#define TP_CORE_API_SIZE_THROUGH(member) \
+    (offsetof(tp_core_api, member) + sizeof(((tp_core_api *)0)->member))
+
+/* For init(): TP_ERR_ABI, with a message naming the plugin, unless `core` is a table
+ * of at least `needed` bytes (an older core lacks the members appended since). */
+static inline tp_status tp_plugin_require_core(const tp_core_api *core, size_t needed,
+                                               const char *plugin, tp_error *err)
+{
+    if (core && core->struct_size >= needed) return TP_OK;
+    if (err) {
+        err->status = TP_ERR_ABI;
+        snprintf(err->message, sizeof err->message,
+                 "%s plugin: the core's function table is too short (%zu bytes, this plugin "
+                 "needs %zu): the core is older than the plugin",
+                 plugin, core ? core->struct_size : (size_t)0, needed);
+    }
+    return TP_ERR_ABI;
+}
 
 /* A JSON value as a short text for a message, cut with "..." to fit `cap`. */
 static inline void tp_plugin_describe_value(const cJSON *v, char *buf, size_t cap)

@@ -488,15 +488,9 @@ static tp_status classify_all(const tc_pipeline *st, tp_task_context *ctx, const
 
 static tp_status tc_init(const tp_core_api *core, void **plugin_state, tp_error *err)
 {
-    /* Every member used here is in ABI 1.0's table; a shorter table is not one. */
-    if (!core || core->struct_size < offsetof(tp_core_api, free) + sizeof core->free) {
-        if (err) {
-            err->status = TP_ERR_ABI;
-            snprintf(err->message, sizeof err->message,
-                     TC_TASK " plugin: the core's function table is too short");
-        }
-        return TP_ERR_ABI;
-    }
+    tp_status core_ok =
+        tp_plugin_require_core(core, TP_CORE_API_SIZE_THROUGH(free), TC_TASK, err);
+    if (core_ok != TP_OK) return core_ok;
     tc_plugin *pl = calloc(1, sizeof *pl);
     if (!pl) return TP_ERR_NOMEM;
     pl->core = core;

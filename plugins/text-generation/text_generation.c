@@ -35,6 +35,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 #define TG_TASK "text-generation"
 
@@ -61,17 +62,10 @@ typedef struct stop_check {
 } stop_check;
 
 static tp_status tg_init(const tp_core_api *core, void **plugin_state, tp_error *err) {
-    if (!core ||
-        core->struct_size < offsetof(tp_core_api, tokenizer_apply_chat_template) +
-                                sizeof core->tokenizer_apply_chat_template) {
-        if (err) {
-            err->status = TP_ERR_ABI;
-            snprintf(err->message, sizeof err->message,
-                     TG_TASK " plugin: the core's function table lacks model_generate or "
-                             "tokenizer_apply_chat_template (a core older than this plugin)");
-        }
-        return TP_ERR_ABI;
-    }
+    tp_status core_ok =
+        tp_plugin_require_core(core, TP_CORE_API_SIZE_THROUGH(tokenizer_apply_chat_template),
+                               TG_TASK, err);
+    if (core_ok != TP_OK) return core_ok;
     *plugin_state = (void *)core;
     return TP_OK;
 }

@@ -33,6 +33,7 @@
 #include <cjson/cJSON.h>
 
 #include "tpipe_plugin.h"
+#include "tpipe_plugin_params.h"
 
 typedef struct t2t_pipeline {
     const tp_core_api *core;
@@ -51,15 +52,9 @@ static const char *const own_params[] = {"clean_up_tokenization_spaces", "return
                                          "src_lang", "tgt_lang", NULL};
 
 static tp_status t2t_init(const tp_core_api *core, void **plugin_state, tp_error *err) {
-    if (!core ||
-        core->struct_size < offsetof(tp_core_api, model_generate) + sizeof core->model_generate) {
-        if (err) {
-            err->status = TP_ERR_ABI;
-            snprintf(err->message, sizeof err->message,
-                     "text2text plugin: the core's function table has no model_generate");
-        }
-        return TP_ERR_ABI;
-    }
+    tp_status core_ok =
+        tp_plugin_require_core(core, TP_CORE_API_SIZE_THROUGH(model_generate), "text2text", err);
+    if (core_ok != TP_OK) return core_ok;
     *plugin_state = (void *)core;
     return TP_OK;
 }

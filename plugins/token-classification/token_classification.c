@@ -875,14 +875,9 @@ static void softmax_rows(float *x, size_t tokens, size_t L)
 
 static tp_status tk_init(const tp_core_api *core, void **plugin_state, tp_error *err)
 {
-    if (!core || core->struct_size < offsetof(tp_core_api, free) + sizeof core->free) {
-        if (err) {
-            err->status = TP_ERR_ABI;
-            snprintf(err->message, sizeof err->message,
-                     TK_TASK " plugin: the core's function table is too short");
-        }
-        return TP_ERR_ABI;
-    }
+    tp_status core_ok =
+        tp_plugin_require_core(core, TP_CORE_API_SIZE_THROUGH(free), TK_TASK, err);
+    if (core_ok != TP_OK) return core_ok;
     tk_plugin *pl = calloc(1, sizeof *pl);
     if (!pl) return TP_ERR_NOMEM;
     pl->core = core;

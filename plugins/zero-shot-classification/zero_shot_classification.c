@@ -488,14 +488,9 @@ static tp_status classify_one(const zs_pipeline *st, tp_task_context *ctx, const
 
 static tp_status zs_init(const tp_core_api *core, void **plugin_state, tp_error *err)
 {
-    if (!core || core->struct_size < offsetof(tp_core_api, free) + sizeof core->free) {
-        if (err) {
-            err->status = TP_ERR_ABI;
-            snprintf(err->message, sizeof err->message,
-                     ZS_TASK " plugin: the core's function table is too short");
-        }
-        return TP_ERR_ABI;
-    }
+    tp_status core_ok =
+        tp_plugin_require_core(core, TP_CORE_API_SIZE_THROUGH(free), ZS_TASK, err);
+    if (core_ok != TP_OK) return core_ok;
     zs_plugin *pl = calloc(1, sizeof *pl);
     if (!pl) return TP_ERR_NOMEM;
     pl->core = core;
