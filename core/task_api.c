@@ -79,6 +79,10 @@ static void api_stream_text(tp_task_context *ctx, const char *text_delta) {
         ctx->on_text(ctx->stream_user, text_delta);
 }
 
+static int api_context_streaming(const tp_task_context *ctx) {
+    return ctx && ctx->on_text;
+}
+
 static const tp_core_api core_api = {
     .struct_size = sizeof(tp_core_api),
     .abi_version = TP_ABI_CURRENT,
@@ -127,6 +131,7 @@ static const tp_core_api core_api = {
     .model_generate = api_model_generate,
     .tokenizer_apply_chat_template = tp_tokenizer_apply_chat_template,
     .stream_text = api_stream_text,
+    .context_streaming = api_context_streaming,
 };
 
 const tp_core_api *tp__core_api(void) { return &core_api; }

@@ -130,6 +130,10 @@ typedef struct tp_core_api {
      * deltas in order, never splits a UTF-8 character across two calls, and makes
      * their concatenation equal the new text of its final result. */
     void (*stream_text)(tp_task_context *ctx, const char *text_delta);
+
+    /* Added after ABI 1.0 (check struct_size): 1 when the request's caller asked for
+     * a stream, so a plugin does the work of computing deltas only then. */
+    int (*context_streaming)(const tp_task_context *ctx);
 } tp_core_api;
 
 typedef struct tp_task_vtable {

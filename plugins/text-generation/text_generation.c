@@ -310,11 +310,12 @@ static tp_status tg_run(void *pipeline_state, tp_task_context *ctx, const cJSON 
     }
     const char *stops[16];
     stop_check sc = {.st = st, .stops = stops, .ctx = ctx};
-    /* one prompt (a string or one conversation) streams; the core must have
-     * stream_text (a no-op when the caller did not ask for a stream) */
+    /* one prompt (a string or one conversation) streams, and only when the caller
+     * asked for it: computing deltas decodes the whole row at every step */
     sc.stream =
         (cJSON_IsString(inputs) || (chat && cJSON_IsObject(cJSON_GetArrayItem(inputs, 0)))) &&
-        core->struct_size >= offsetof(tp_core_api, stream_text) + sizeof core->stream_text;
+        core->struct_size >= TP_CORE_API_SIZE_THROUGH(context_streaming) &&
+        core->context_streaming(ctx);
     for (const char *const *k = own_params + 1; *k; k++) {
         const cJSON *sv = cJSON_GetObjectItemCaseSensitive(params, *k);
         if (!sv || cJSON_IsNull(sv)) continue;
