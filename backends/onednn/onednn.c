@@ -25,6 +25,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "matvec.h"
 #include "tpipe_backend.h"
 
 enum { DN_CACHE_SIZE = 64 };
@@ -58,6 +59,8 @@ typedef struct dn_ctx {
     void (*omp_set_num_threads)(int);
     int has_bf16, has_int8;        /* fast (non-reference) kernels found at create */
     int cvt_bf16, cvt_avx512;      /* the CPU has vcvtneps2bf16 / AVX-512BW for A's conversion */
+    int mv_bf16, mv_int8;          /* the CPU runs matvec.h's kernels */
+    int team;                      /* threads matvec.h's kernels run on */
     char describe[256];
 } dn_ctx;
 
@@ -69,6 +72,9 @@ typedef struct dn_weight {
     dnnl_memory_desc_t md;         /* [k×n] in the implementation's blocked layout */
     void *data;
     float *scales;                 /* TP_I8: [n], w ≈ scales[j] · q[:, j] */
+    int32_t *colsums;              /* TP_I8 streamed: [n], Σ_k q[k, j] (matvec.h) */
+    int streamed;                  /* md is matvec.h's layout: few-row products run there */
+    int kpad;                      /* streamed: k padded to the layout's block */
 } dn_weight;
 
 static tp_status dn_probe(dn_ctx *c, int dtype);
@@ -145,12 +151,15 @@ static tp_status dn_create(const tp_backend_config *cfg, void **out, char *why, 
             threads = get_max ? get_max() : 0;
         }
     }
+    c->team = threads > 0 ? threads : 1;
     __builtin_cpu_init();
     c->cvt_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                     __builtin_cpu_supports("avx512vl");
     c->cvt_bf16 = c->cvt_avx512 && __builtin_cpu_supports("avx512bf16");
     c->has_bf16 = dn_probe(c, TP_BF16) == TP_OK;
     c->has_int8 = dn_probe(c, TP_I8) == TP_OK;
+    c->mv_bf16 = c->has_bf16 && mv_bf16_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
+    c->mv_int8 = c->has_int8 && mv_int8_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     if (threads > 0)
         snprintf(c->describe, sizeof c->describe,
                  "oneDNN %d.%d.%d (cpu runtime: %s), ISA %s, %d thread%s", v->major, v->minor,
@@ -550,7 +559,7 @@ static tp_status dn_matmul(void *ctx, const tp_matmul_args *a) {
  * weights' layout left to it ("any"), shaped as prim_build_prepared builds them
  * (int8: 3-D, scale post-ops): prepare reorders weights to what it asks for. */
 static tp_status layout_pd(dn_ctx *c, int dtype, int64_t m, int64_t n, int64_t k,
-                           dnnl_primitive_desc_t *pd) {
+                           const dnnl_memory_desc_t *wmd, dnnl_primitive_desc_t *pd) {
     *pd = NULL;
     const int nd = prepared_ndims(dtype);
     dnnl_memory_desc_t src, wei, dst, cols, rows;
@@ -563,7 +572,7 @@ static tp_status layout_pd(dn_ctx *c, int dtype, int64_t m, int64_t n, int64_t k
     int ok = dnnl_memory_desc_init_by_tag(&src, nd, nd == 3 ? sd3 : sd, dnnl_type_of(dtype), plain) == dnnl_success &&
              dnnl_memory_desc_init_by_tag(&wei, nd, nd == 3 ? wd3 : wd, dnnl_type_of(dtype), dnnl_format_tag_any) == dnnl_success &&
              dnnl_memory_desc_init_by_tag(&dst, nd, nd == 3 ? dd3 : dd, dnnl_f32, plain) == dnnl_success &&
-             dnnl_matmul_desc_init(&desc, &src, &wei, NULL, &dst) == dnnl_success &&
+             dnnl_matmul_desc_init(&desc, &src, wmd ? wmd : &wei, NULL, &dst) == dnnl_success &&
              dnnl_primitive_attr_create(&attr) == dnnl_success;
     if (ok && dtype == TP_I8)
         ok = dnnl_memory_desc_init_by_tag(&cols, 3, cd3, dnnl_f32, dnnl_abc) == dnnl_success &&
@@ -582,7 +591,7 @@ static tp_status layout_pd(dn_ctx *c, int dtype, int64_t m, int64_t n, int64_t k
  * ("ref:any", "gemm:ref") compute bf16 and int8 on any CPU, far slower than fp32. */
 static tp_status dn_probe(dn_ctx *c, int dtype) {
     dnnl_primitive_desc_t pd;
-    if (layout_pd(c, dtype, 32, 64, 64, &pd) != TP_OK) return TP_ERR_UNSUPPORTED;
+    if (layout_pd(c, dtype, 32, 64, 64, NULL, &pd) != TP_OK) return TP_ERR_UNSUPPORTED;
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     const int fast = impl && !strstr(impl, "ref");
@@ -603,6 +612,7 @@ static void dn_release_weight(void *ctx, void *handle) {
     if (!h) return;
     free(h->data);
     free(h->scales);
+    free(h->colsums);
     free(h);
 }
 
@@ -694,6 +704,33 @@ static void column_absmax(const dn_ctx *c, const tp_weight_desc *w, float *mx) {
         }
 }
 
+/* Makes h stream few-row products through matvec.h, in a layout its kernels read and
+ * oneDNN's matmul takes with a real (non-reference) kernel: bf16's BA16a64b2a (oneDNN's
+ * own choice on AVX512-BF16), int8's [n×k] "acb" (oneDNN 2.6 picks a plain [k×n] one,
+ * which it copies per call just the same, and names no blocked 3-D int8 layout). */
+static void choose_streamed_layout(dn_ctx *c, const tp_weight_desc *w, dn_weight *h) {
+    dnnl_memory_desc_t want;
+    dnnl_dims_t d2 = {w->k, w->n}, d3 = {1, w->k, w->n};
+    const int int8 = w->dtype == TP_I8;
+    if (dnnl_memory_desc_init_by_tag(&want, int8 ? 3 : 2, int8 ? d3 : d2, dnnl_type_of(w->dtype),
+                                     int8 ? dnnl_acb : dnnl_BA16a64b2a) != dnnl_success)
+        return;
+    if (!dnnl_memory_desc_equal(&want, &h->md)) {
+        dnnl_primitive_desc_t pd;
+        if (layout_pd(c, w->dtype, 64, w->n, w->k, &want, &pd) != TP_OK) return;
+        const char *impl = NULL;
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        const int taken = impl && !strstr(impl, "ref") &&
+                          dnnl_memory_desc_equal(
+                              &want, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+        dnnl_primitive_desc_destroy(pd);
+        if (!taken) return;
+        h->md = want;
+    }
+    h->streamed = 1;
+    h->kpad = int8 ? (w->k + 63) & ~63 : (int)want.padded_dims[0];
+}
+
 static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **out) {
     dn_ctx *c = ctx;
     if (!out) return TP_ERR_INVALID_ARGUMENT;
@@ -704,7 +741,8 @@ static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **ou
     if (!dn_supports_dtype(c, w->dtype)) return TP_ERR_UNSUPPORTED;
 
     dnnl_primitive_desc_t pd;
-    if (layout_pd(c, w->dtype, 64, w->n, w->k, &pd) != TP_OK) return TP_ERR_UNSUPPORTED;
+    if (layout_pd(c, w->dtype, 64, w->n, w->k, NULL, &pd) != TP_OK)
+        return TP_ERR_UNSUPPORTED;
     dn_weight *h = calloc(1, sizeof *h);
     if (!h) {
         dnnl_primitive_desc_destroy(pd);
@@ -713,6 +751,8 @@ static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **ou
     h->dtype = w->dtype, h->n = w->n, h->k = w->k;
     h->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
+    if ((w->dtype == TP_BF16 && c->mv_bf16) || (w->dtype == TP_I8 && c->mv_int8))
+        choose_streamed_layout(c, w, h);
 
     if (w->dtype == TP_F32) {
         /* packing pays only when the implementation wants another layout */
@@ -739,8 +779,17 @@ static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **ou
             inv[j] = 1.0f / h->scales[j];
         }
     }
-    if (st == TP_OK) st = reorder_weight(c, w, h, inv);
+    if (st == TP_OK) {
+        memset(h->data, 0, size); /* the blocks' padding: zeros the kernels may read */
+        st = reorder_weight(c, w, h, inv);
+    }
     free(inv);
+    if (st == TP_OK && h->streamed && w->dtype == TP_I8) {
+        if (!(h->colsums = malloc((size_t)w->n * sizeof *h->colsums)))
+            st = TP_ERR_NOMEM;
+        else
+            mv_int8_colsums(h->data, w->n, w->k, h->colsums);
+    }
     if (st != TP_OK) {
         dn_release_weight(c, h);
         return st;
@@ -833,6 +882,34 @@ static void quantize_rows(const dn_ctx *c, const float *a, int m, int k, int lda
     }
 }
 
+/* A product of at most MV_MAX_ROWS rows on a streamed weight (matvec.h): A converted
+ * as for oneDNN (bf16, or int8 with per-row scales), rows padded to the weight's
+ * blocks with what contributes nothing (bf16 zeros; int8 q + 128 = 128). */
+static tp_status matmul_streamed(const dn_ctx *c, const tp_matmul_args *a, const dn_weight *h) {
+    const mv_out o = {.c = a->c, .ldc = a->ldc, .bias = a->bias, .activation = (int)a->activation};
+    const size_t len = (size_t)a->m * (size_t)h->kpad;
+    if (h->dtype == TP_BF16) {
+        uint16_t *x = calloc(len, sizeof *x);
+        if (!x) return TP_ERR_NOMEM;
+        for (int r = 0; r < a->m; r++)
+            rows_to_bf16(c, a->a + (size_t)r * a->lda, 1, a->k, a->lda, x + (size_t)r * h->kpad);
+        mv_bf16(h->data, h->n, h->kpad, x, a->m, &o, c->team);
+        free(x);
+        return TP_OK;
+    }
+    int8_t *q = calloc(len, 1);
+    float xscale[MV_MAX_ROWS];
+    if (!q) return TP_ERR_NOMEM;
+    for (int r = 0; r < a->m; r++)
+        quantize_rows(c, a->a + (size_t)r * a->lda, 1, a->k, a->lda, q + (size_t)r * h->kpad,
+                      xscale + r);
+    for (size_t i = 0; i < len; i++) q[i] = (int8_t)((uint8_t)q[i] ^ 0x80u);
+    mv_int8(h->data, h->scales, h->colsums, h->n, h->k, (const uint8_t *)q, h->kpad, xscale,
+            a->m, &o, c->team);
+    free(q);
+    return TP_OK;
+}
+
 static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *handle) {
     dn_ctx *c = ctx;
     const dn_weight *h = handle;
@@ -843,6 +920,7 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
         a->ldc < a->n)
         return TP_ERR_UNSUPPORTED;
     if (a->m == 0) return TP_OK;
+    if (h->streamed && a->m <= MV_MAX_ROWS) return matmul_streamed(c, a, h);
 
     const size_t mk = (size_t)a->m * (size_t)a->k;
     void *src = NULL;

@@ -1,0 +1,178 @@
+/* matvec.c: see matvec.h. The kernels are compiled for AVX-512 with BF16 / VNNI and
+ * chosen at run time; the rest of the library is built for the baseline ISA. */
+#include "matvec.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+
+#include "tpipe_backend.h"
+
+int mv_bf16_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+int mv_int8_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+}
+
+/* As oneDNN's eltwise post-ops compute them (gelu_erf, gelu_tanh, relu, swish, tanh). */
+static float activate(float v, int act) {
+    switch (act) {
+    case TP_ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case TP_ACT_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case TP_ACT_RELU: return v > 0.0f ? v : 0.0f;
+    case TP_ACT_SILU: return v / (1.0f + expf(-v));
+    case TP_ACT_TANH: return tanhf(v);
+    default: return v;
+    }
+}
+
+enum { MV_AHEAD = 4096 }; /* bytes: how far ahead of the loads the kernels prefetch */
+
+/* Writes one strip's 64 sums of row r (columns n0..), scaled, biased, activated. */
+static void store_strip(const float *sum, int r, int n0, int n, const mv_out *o) {
+    float *c = o->c + (size_t)r * o->ldc;
+    const int end = n - n0 < 64 ? n - n0 : 64;
+    for (int j = 0; j < end; j++) {
+        float v = sum[j];
+        if (o->bias) v += o->bias[n0 + j];
+        c[n0 + j] = o->activation ? activate(v, o->activation) : v;
+    }
+}
+
+/* One strip for rows [0, M): M is a constant in each instantiation, so the row loop
+ * unrolls and every accumulator stays in a register. */
+#define MV_BF16_STRIP(M)                                                                   \
+    static void bf16_strip_##M(const uint16_t *ws, int kpairs, const uint16_t *x, int kpad, \
+                               float (*sum)[64]) {                                         \
+        __m512 acc[M][4];                                                                  \
+        for (int r = 0; r < M; r++)                                                        \
+            for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();                   \
+        for (int p = 0; p < kpairs; p++) {                                                 \
+            const uint16_t *b = ws + (size_t)p * 128;                                      \
+            for (int l = 0; l < 4; l++) /* 4 KB ahead: the stream outruns the prefetchers */ \
+                _mm_prefetch((const char *)(b + MV_AHEAD / 2 + 32 * l), _MM_HINT_T0);        \
+            const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b);                           \
+            const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b + 32);                      \
+            const __m512bh w2 = (__m512bh)_mm512_loadu_si512(b + 64);                      \
+            const __m512bh w3 = (__m512bh)_mm512_loadu_si512(b + 96);                      \
+            for (int r = 0; r < M; r++) {                                                  \
+                uint32_t pair;                                                             \
+                __builtin_memcpy(&pair, x + (size_t)r * kpad + 2 * p, 4);                  \
+                const __m512bh xb = (__m512bh)_mm512_set1_epi32((int)pair);                \
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], w0, xb);                           \
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], w1, xb);                           \
+                acc[r][2] = _mm512_dpbf16_ps(acc[r][2], w2, xb);                           \
+                acc[r][3] = _mm512_dpbf16_ps(acc[r][3], w3, xb);                           \
+            }                                                                              \
+        }                                                                                  \
+        for (int r = 0; r < M; r++)                                                        \
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(sum[r] + 16 * j, acc[r][j]);      \
+    }
+
+/* A block stores 16 pairs × 64 columns; the lanes of w_j hold columns 16j..16j+15,
+ * pair-interleaved, which is the operand layout vdpbf16ps multiplies. */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16")
+MV_BF16_STRIP(1)
+MV_BF16_STRIP(2)
+MV_BF16_STRIP(3)
+MV_BF16_STRIP(4)
+#pragma GCC pop_options
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void mv_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
+             int threads) {
+    const int strips = (n + 63) / 64, kpairs = kpad / 2;
+    const size_t strip_len = (size_t)kpad * 64;
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1) if (strips > 1)
+    for (int s = 0; s < strips; s++) {
+        float sum[MV_MAX_ROWS][64];
+        const uint16_t *ws = w + (size_t)s * strip_len;
+        switch (m) {
+        case 1: bf16_strip_1(ws, kpairs, x, kpad, sum); break;
+        case 2: bf16_strip_2(ws, kpairs, x, kpad, sum); break;
+        case 3: bf16_strip_3(ws, kpairs, x, kpad, sum); break;
+        default: bf16_strip_4(ws, kpairs, x, kpad, sum); break;
+        }
+        for (int r = 0; r < m; r++) store_strip(sum[r], r, s * 64, n, o);
+    }
+}
+
+/* Dot products of the rows of x with four weight rows (outputs j..j+3) at once: each
+ * 64-byte chunk of x is loaded once per four outputs; rows j+4.. are prefetched at
+ * the same offset, which keeps the stream ahead by four rows. */
+#define MV_INT8_QUAD(M)                                                                    \
+    static void int8_quad_##M(const int8_t *w, int k, int kpad, int nq, const uint8_t *x,  \
+                              int32_t (*sum)[4]) {                                         \
+        __m512i acc[M][4];                                                                 \
+        for (int r = 0; r < M; r++)                                                        \
+            for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_si512();                \
+        for (int i = 0; i < kpad; i += 64) {                                               \
+            const __mmask64 in = k - i >= 64 ? ~0ull : (1ull << (k - i)) - 1;               \
+            __m512i wq[4];                                                                 \
+            for (int q = 0; q < 4; q++) {                                                  \
+                const int8_t *row = w + (size_t)(q < nq ? q : 0) * k + i;                   \
+                _mm_prefetch((const char *)(row + 4 * (size_t)k), _MM_HINT_T0);            \
+                wq[q] = q < nq ? _mm512_maskz_loadu_epi8(in, row) : _mm512_setzero_si512(); \
+            }                                                                              \
+            for (int r = 0; r < M; r++) {                                                  \
+                const __m512i xv = _mm512_loadu_si512(x + (size_t)r * kpad + i);           \
+                for (int q = 0; q < 4; q++) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], xv, wq[q]); \
+            }                                                                              \
+        }                                                                                  \
+        for (int r = 0; r < M; r++)                                                        \
+            for (int q = 0; q < 4; q++) sum[r][q] = _mm512_reduce_add_epi32(acc[r][q]);    \
+    }
+
+/* vpdpbusd multiplies unsigned by signed bytes: x arrives as q + 128, and the +128
+ * comes back out as 128 · colsum (exact: everything before the scales is integer). */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
+MV_INT8_QUAD(1)
+MV_INT8_QUAD(2)
+MV_INT8_QUAD(3)
+MV_INT8_QUAD(4)
+#pragma GCC pop_options
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+void mv_int8(const int8_t *w, const float *wscale, const int32_t *colsum, int n, int k,
+             const uint8_t *x, int kpad, const float *xscale, int m, const mv_out *o,
+             int threads) {
+    const int quads = (n + 3) / 4;
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1) if (quads > 16)
+    for (int g = 0; g < quads; g++) {
+        const int j = 4 * g, nq = n - j < 4 ? n - j : 4;
+        const int8_t *wj = w + (size_t)j * k;
+        int32_t isum[MV_MAX_ROWS][4];
+        switch (m) {
+        case 1: int8_quad_1(wj, k, kpad, nq, x, isum); break;
+        case 2: int8_quad_2(wj, k, kpad, nq, x, isum); break;
+        case 3: int8_quad_3(wj, k, kpad, nq, x, isum); break;
+        default: int8_quad_4(wj, k, kpad, nq, x, isum); break;
+        }
+        for (int r = 0; r < m; r++) {
+            float *c = o->c + (size_t)r * o->ldc;
+            for (int q = 0; q < nq; q++) {
+                /* the same order as oneDNN's post-ops: × column scale, × row scale, + bias */
+                float v = (float)(isum[r][q] - 128 * colsum[j + q]) * wscale[j + q] * xscale[r];
+                if (o->bias) v += o->bias[j + q];
+                c[j + q] = o->activation ? activate(v, o->activation) : v;
+            }
+        }
+    }
+}
+
+void mv_int8_colsums(const int8_t *w, int n, int k, int32_t *colsum) {
+    for (int j = 0; j < n; j++) {
+        int32_t t = 0;
+        for (int i = 0; i < k; i++) t += w[(size_t)j * k + i];
+        colsum[j] = t;
+    }
+}
