@@ -44,6 +44,12 @@ void mv_int8(const int8_t *w, const float *wscale, const int32_t *colsum, int n,
              const uint8_t *x, int kpad, const float *xscale, int m, const mv_out *o,
              int threads);
 
+/* fp32 weights in place: w [n×k] (trans_b) or [k×n], row stride ld; x [m][lda].
+ * 0 when out of memory (nothing written). */
+int mv_f32_supported(void);
+int mv_f32(const float *w, int ld, int trans_b, int n, int k, const float *x, int lda, int m,
+           const mv_out *o, int threads);
+
 /* The column sums mv_int8 needs. */
 void mv_int8_colsums(const int8_t *w, int n, int k, int32_t *colsum);
 

@@ -59,7 +59,7 @@ typedef struct dn_ctx {
     void (*omp_set_num_threads)(int);
     int has_bf16, has_int8;        /* fast (non-reference) kernels found at create */
     int cvt_bf16, cvt_avx512;      /* the CPU has vcvtneps2bf16 / AVX-512BW for A's conversion */
-    int mv_bf16, mv_int8;          /* the CPU runs matvec.h's kernels */
+    int mv_bf16, mv_int8, mv_f32;  /* the CPU runs matvec.h's kernels */
     int team;                      /* threads matvec.h's kernels run on */
     char describe[256];
 } dn_ctx;
@@ -160,6 +160,7 @@ static tp_status dn_create(const tp_backend_config *cfg, void **out, char *why, 
     c->has_int8 = dn_probe(c, TP_I8) == TP_OK;
     c->mv_bf16 = c->has_bf16 && mv_bf16_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     c->mv_int8 = c->has_int8 && mv_int8_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
+    c->mv_f32 = mv_f32_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     if (threads > 0)
         snprintf(c->describe, sizeof c->describe,
                  "oneDNN %d.%d.%d (cpu runtime: %s), ISA %s, %d thread%s", v->major, v->minor,
@@ -503,6 +504,13 @@ static tp_status dn_matmul(void *ctx, const tp_matmul_args *a) {
     const int ldb_min = a->trans_b ? a->k : a->n;
     if (a->lda < a->k || a->ldb < ldb_min || a->ldc < a->n) return TP_ERR_INVALID_ARGUMENT;
     if (a->activation < TP_ACT_NONE || a->activation > TP_ACT_TANH) return TP_ERR_INVALID_ARGUMENT;
+    if (c->mv_f32 && a->batch == 1 && a->alpha == 1.0f && a->m <= MV_MAX_ROWS && a->k > 0) {
+        /* a decode step's product: a stream over B (matvec.h) */
+        const mv_out o = {.c = a->c, .ldc = a->ldc, .bias = a->bias, .activation = (int)a->activation};
+        return mv_f32(a->b, a->ldb, a->trans_b, a->n, a->k, a->a, a->lda, a->m, &o, c->team)
+                   ? TP_OK
+                   : TP_ERR_NOMEM;
+    }
 
     if (a->k == 0) {
         /* an empty sum is 0: run the same fused epilogue on a product of zeros (k = 1),
