@@ -5,6 +5,8 @@
  * place through a strided (transposed when trans_b) memory descriptor, the bias as
  * the matmul's own bias argument (a binary post-op when alpha != 1), alpha as an
  * output scale, the activation as an eltwise post-op, and the batch as the leading dimension of 3-D descriptors.
+ * Products of at most four rows (decode steps, beams) skip oneDNN: they stream the
+ * weights through matvec.h's kernels, on fp32 in place and on prepared bf16/int8.
  *
  * Threading: matmul may run concurrently on one context. The primitive cache is
  * guarded by a mutex and its entries are reference-counted, so an entry evicted while
@@ -564,8 +566,9 @@ static tp_status dn_matmul(void *ctx, const tp_matmul_args *a) {
 /* ---------------------------------------------------------------- prepared weights */
 
 /* The primitive descriptor oneDNN picks for an m×n×k product in `dtype` with the
- * weights' layout left to it ("any"), shaped as prim_build_prepared builds them
- * (int8: 3-D, scale post-ops): prepare reorders weights to what it asks for. */
+ * weights' layout left to it ("any", or `wmd` when given), shaped as
+ * prim_build_prepared builds them (int8: 3-D, scale post-ops): prepare reorders
+ * weights to what it asks for. */
 static tp_status layout_pd(dn_ctx *c, int dtype, int64_t m, int64_t n, int64_t k,
                            const dnnl_memory_desc_t *wmd, dnnl_primitive_desc_t *pd) {
     *pd = NULL;
