@@ -37,15 +37,17 @@ static float activate(float v, int act) {
 
 enum { MV_AHEAD = 4096 }; /* bytes: how far ahead of the loads the kernels prefetch */
 
+/* The epilogue every kernel shares: column j's sum, biased and activated. */
+static float finish(const mv_out *o, int j, float v) {
+    if (o->bias) v += o->bias[j];
+    return o->activation ? activate(v, o->activation) : v;
+}
+
 /* Writes one strip's 64 sums of row r (columns n0..), scaled, biased, activated. */
 static void store_strip(const float *sum, int r, int n0, int n, const mv_out *o) {
     float *c = o->c + (size_t)r * o->ldc;
     const int end = n - n0 < 64 ? n - n0 : 64;
-    for (int j = 0; j < end; j++) {
-        float v = sum[j];
-        if (o->bias) v += o->bias[n0 + j];
-        c[n0 + j] = o->activation ? activate(v, o->activation) : v;
-    }
+    for (int j = 0; j < end; j++) c[n0 + j] = finish(o, n0 + j, sum[j]);
 }
 
 /* One strip for rows [0, M): M is a constant in each instantiation, so the row loop
@@ -163,9 +165,8 @@ void mv_int8(const int8_t *w, const float *wscale, const int32_t *colsum, int n,
             float *c = o->c + (size_t)r * o->ldc;
             for (int q = 0; q < nq; q++) {
                 /* the same order as oneDNN's post-ops: × column scale, × row scale, + bias */
-                float v = (float)(isum[r][q] - 128 * colsum[j + q]) * wscale[j + q] * xscale[r];
-                if (o->bias) v += o->bias[j + q];
-                c[j + q] = o->activation ? activate(v, o->activation) : v;
+                c[j + q] = finish(o, j + q, (float)(isum[r][q] - 128 * colsum[j + q]) *
+                                                wscale[j + q] * xscale[r]);
             }
         }
     }
@@ -268,11 +269,7 @@ int mv_f32(const float *w, int ld, int trans_b, int n, int k, const float *x, in
             case 3: f32_dot_3(wj, k, x, lda, sum); break;
             default: f32_dot_4(wj, k, x, lda, sum); break;
             }
-            for (int r = 0; r < m; r++) {
-                float v = sum[r];
-                if (o->bias) v += o->bias[j];
-                o->c[(size_t)r * o->ldc + j] = o->activation ? activate(v, o->activation) : v;
-            }
+            for (int r = 0; r < m; r++) o->c[(size_t)r * o->ldc + j] = finish(o, j, sum[r]);
         }
         return 1;
     }
@@ -292,11 +289,7 @@ int mv_f32(const float *w, int ld, int trans_b, int n, int k, const float *x, in
                 f32_rows(w, ld, k, j0, j1, x, lda, m, acc);
                 for (int r = 0; r < m; r++) {
                     float *c = o->c + (size_t)r * o->ldc;
-                    for (int j = j0; j < j1; j++) {
-                        float v = acc[(size_t)r * (j1 - j0) + j - j0];
-                        if (o->bias) v += o->bias[j];
-                        c[j] = o->activation ? activate(v, o->activation) : v;
-                    }
+                    for (int j = j0; j < j1; j++) c[j] = finish(o, j, acc[(size_t)r * (j1 - j0) + j - j0]);
                 }
                 free(acc);
             }
