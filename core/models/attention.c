@@ -2,15 +2,16 @@
  * the way transformers' eager attention does in fp32: scores = q·kᵀ·scale, plus the
  * additive position bias (T5) and masks (finfo(float32).min on hidden keys), softmax, then ·v.
  *
- * Two paths with the same arithmetic per element (each score summed over d in order,
- * each output over keys in order):
+ * Two paths, both on the CPU here rather than through a backend (the products are
+ * small, and a library call per head cost more than the arithmetic):
  * - fused (tq >= FUSED_MIN_TQ: encoders, prompts): per head and block of QB query
  *   rows, the score tile QB×tk is made, masked, soft-maxed and multiplied by v while
- *   it sits in L1; the head's kᵀ is packed once per thread. Work items (head, query
- *   block) are split over the backend's thread count with OpenMP. Keys past the last
- *   one the key mask lets through are skipped: their weights are exactly 0.
- * - batched (single-token decoding steps): both products through tp__matmul batched
- *   over heads, with the mask and softmax between them.
+ *   it sits in L1; the head's kᵀ is packed once per thread.
+ * - step (fewer query rows: a decoding step): per head and query row, q·k over the
+ *   cached keys as dot products, softmax, then the value rows summed with their
+ *   weights; no packing, since each key is read once.
+ * Work items are split over the backend's thread count with OpenMP. Keys past the last
+ * one a padding key mask lets through are skipped: their weights are exactly 0.
  * Thread-safe: only the caller's buffers and per-call scratch are touched. */
 #include "attention.h"
 
@@ -28,44 +29,81 @@
 /* The tile loops over QB rows must unroll fully (GCC does not at -O2) so that the
  * accumulators live in vector registers: _Pragma("GCC unroll") on each. */
 enum {
-    FUSED_MIN_TQ = 4, /* below: the batched path (a decoding step has tq = 1) */
+    FUSED_MIN_TQ = 4, /* below: the step path (a decoding step has tq = 1) */
     QB = 8,           /* query rows per tile */
-    KB = 32           /* key columns per score step (two vectors); kᵀ rows are padded to it */
+    KB = 32,          /* key columns per score step (two vectors); kᵀ rows are padded to it */
+    STEP_MIN_PARALLEL = 1 << 16 /* q·k multiply-adds below which a step runs on one thread */
 };
 
-static tp_status attention_batched(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
-    const int NH = a->n_heads, D = a->head_dim, TQ = a->tq, TK = a->tk;
-    tp_matmul_args scores = {
-        .struct_size = sizeof scores, .m = TQ, .n = TK, .k = D,
-        .a = a->q, .lda = a->ldq, .stride_a = D,
-        .b = a->k, .ldb = a->ldk, .stride_b = D, .trans_b = 1,
-        .c = a->scores, .ldc = TK, .stride_c = (int64_t)TQ * TK,
-        .batch = NH, .alpha = a->scale, .bias = NULL, .activation = TP_ACT_NONE,
-    };
-    TP_TRY(tp__matmul(be, &scores, err));
-    if (a->bias) tp__add(a->scores, a->bias, (size_t)NH * TQ * TK);
-    if (a->key_mask || a->causal_past >= 0) {
-        for (int h = 0; h < NH; h++)
-            for (int i = 0; i < TQ; i++) {
-                float *row = a->scores + ((size_t)h * TQ + i) * TK;
-                /* keys past `last` are in the future of query i */
-                const int last = a->causal_past >= 0 ? a->causal_past + i : TK - 1;
-                for (int j = 0; j < TK; j++) {
-                    if (j > last) row[j] = -FLT_MAX;
-                    else if (a->key_mask) row[j] += a->key_mask[j];
-                }
-            }
-    }
-    tp__softmax_rows(a->scores, NH * TQ, TK);
-    tp_matmul_args context = {
-        .struct_size = sizeof context, .m = TQ, .n = D, .k = TK,
-        .a = a->scores, .lda = TK, .stride_a = (int64_t)TQ * TK,
-        .b = a->v, .ldb = a->ldv, .stride_b = D, .trans_b = 0,
-        .c = a->out, .ldc = a->ldo, .stride_c = D,
-        .batch = NH, .alpha = 1.0f, .bias = NULL, .activation = TP_ACT_NONE,
-    };
-    return tp__matmul(be, &context, err);
+/* The key/value head query head h reads: with grouped-query attention each serves
+ * n_heads / kv_heads consecutive query heads. */
+static inline int kv_head(const tp__attn_args *a, int h) {
+    return a->kv_heads > 0 ? h / (a->n_heads / a->kv_heads) : h;
 }
+
+/* ---------------------------------------------------------------- step path */
+
+/* Σ_d q[d]·k[d] */
+TP_SIMD_INLINE float dot(const float *q, const float *k, int D) {
+    tp_v16f acc = tp_v_set1(0.0f);
+    int d = 0;
+    for (; d + 16 <= D; d += 16) acc += tp_v_load(q + d) * tp_v_load(k + d);
+    float s = tp_v_hsum(acc);
+    for (; d < D; d++) s += q[d] * k[d];
+    return s;
+}
+
+/* One query row i of head h: scores over keys [0, tk) into s, masked and soft-maxed,
+ * then out = Σ_j s[j]·v[j] (keys of weight exactly 0 skipped). */
+TP_SIMD_INLINE void step_row(const tp__attn_args *a, int tk, int h, int i, float *s) {
+    const int D = a->head_dim, TK = tk, g = kv_head(a, h);
+    const float *q = a->q + (size_t)i * a->ldq + (size_t)h * D;
+    const float *k = a->k + (size_t)g * D, *v = a->v + (size_t)g * D;
+    const int last = a->causal_past >= 0 ? a->causal_past + i : TK - 1;
+    const float *bias = a->bias ? a->bias + ((size_t)h * a->tq + i) * a->tk : NULL;
+    for (int j = 0; j < TK; j++) {
+        if (j > last) {
+            s[j] = -FLT_MAX;
+            continue;
+        }
+        float x = dot(q, k + (size_t)j * a->ldk, D) * a->scale;
+        if (bias) x += bias[j];
+        if (a->key_mask) x += a->key_mask[j];
+        s[j] = x;
+    }
+    tp_v_softmax_row(s, TK);
+    float *o = a->out + (size_t)i * a->ldo + (size_t)h * D;
+    int d0 = 0;
+    while (d0 + 16 <= D) { /* up to four vectors of d per pass over the keys */
+        const int nv = (D - d0) / 16 < 4 ? (D - d0) / 16 : 4;
+        tp_v16f acc[4] = {tp_v_set1(0.0f), tp_v_set1(0.0f), tp_v_set1(0.0f), tp_v_set1(0.0f)};
+        for (int j = 0; j < TK; j++) {
+            if (s[j] == 0.0f) continue;
+            const tp_v16f p = tp_v_set1(s[j]);
+            const float *vr = v + (size_t)j * a->ldv + d0;
+            _Pragma("GCC unroll 4")
+            for (int u = 0; u < 4; u++)
+                if (u < nv) acc[u] += p * tp_v_load(vr + 16 * u);
+        }
+        _Pragma("GCC unroll 4")
+        for (int u = 0; u < 4; u++)
+            if (u < nv) tp_v_store(o + d0 + 16 * u, acc[u]);
+        d0 += 16 * nv;
+    }
+    for (; d0 < D; d0++) {
+        float acc = 0.0f;
+        for (int j = 0; j < TK; j++) acc += s[j] * v[(size_t)j * a->ldv + d0];
+        o[d0] = acc;
+    }
+}
+
+/* Work items [begin, end) of (head, query row), head-major; s: tk floats. */
+TP_SIMD_INLINE void step_items_body(const tp__attn_args *a, int tk, int begin, int end,
+                                    float *s) {
+    for (int it = begin; it < end; it++) step_row(a, tk, it / a->tq, it % a->tq, s);
+}
+TP_SIMD_DISPATCH(void, step_items, (const tp__attn_args *a, int tk, int begin, int end, float *s),
+                 (a, tk, begin, end, s))
 
 /* ---------------------------------------------------------------- fused path */
 
@@ -73,7 +111,7 @@ static tp_status attention_batched(const tp__backend *be, const tp__attn_args *a
 TP_SIMD_INLINE void pack_kt(const tp__attn_args *a, int h, int tk, int tkp, float *kt) {
     const int D = a->head_dim;
     for (int j = 0; j < tk; j++) {
-        const float *kr = a->k + (size_t)j * a->ldk + (size_t)h * D;
+        const float *kr = a->k + (size_t)j * a->ldk + (size_t)kv_head(a, h) * D;
         for (int d = 0; d < D; d++) kt[(size_t)d * tkp + j] = kr[d];
     }
     for (int d = 0; d < D; d++)
@@ -133,7 +171,7 @@ TP_SIMD_INLINE void tile(const tp__attn_args *a, int h, int i0, int tk, int tkp,
     }
 
     /* out[r][d] = Σ_j p[r][j]·v[j][d], two vectors of d at a time, then a scalar tail */
-    const float *v = a->v + (size_t)h * D;
+    const float *v = a->v + (size_t)kv_head(a, h) * D;
     int d0 = 0;
     for (; d0 + 32 <= D; d0 += 32) {
         tp_v16f acc[QB][2];
@@ -176,26 +214,29 @@ TP_SIMD_INLINE void tile(const tp__attn_args *a, int h, int i0, int tk, int tkp,
 }
 
 /* Work items [begin, end) of (head, query block), head-major; kt is repacked only
- * when the head changes. */
-TP_SIMD_INLINE void fused_items_body(const tp__attn_args *a, int tk, int tkp, int begin, int end,
-                                     float *kt, float *s) {
-    const int nqb = (a->tq + QB - 1) / QB;
+ * when the key head changes. */
+TP_SIMD_INLINE void fused_items_body(const tp__attn_args *a, int tk, int begin, int end,
+                                     float *scratch) {
+    const int nqb = (a->tq + QB - 1) / QB, tkp = (tk + KB - 1) / KB * KB;
+    float *kt = scratch, *s = scratch + (size_t)a->head_dim * tkp;
     int packed = -1;
     for (int it = begin; it < end; it++) {
         const int h = it / nqb, qb = it % nqb;
-        if (h != packed) {
+        if (kv_head(a, h) != packed) {
             pack_kt(a, h, tk, tkp, kt);
-            packed = h;
+            packed = kv_head(a, h);
         }
         tile(a, h, qb * QB, tk, tkp, kt, s);
     }
 }
 TP_SIMD_DISPATCH(void, fused_items,
-                 (const tp__attn_args *a, int tk, int tkp, int begin, int end, float *kt,
-                  float *s),
-                 (a, tk, tkp, begin, end, kt, s))
+                 (const tp__attn_args *a, int tk, int begin, int end, float *scratch),
+                 (a, tk, begin, end, scratch))
 
-static tp_status attention_fused(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
+/* ---------------------------------------------------------------- both */
+
+tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
+    if (a->tq <= 0 || a->n_heads <= 0 || a->head_dim <= 0 || a->tk <= 0) return TP_OK;
     int tk = a->tk;
     if (a->key_mask && a->causal_past < 0) {
         /* trailing hidden keys (right padding) get weight exactly 0: leave them out,
@@ -204,11 +245,14 @@ static tp_status attention_fused(const tp__backend *be, const tp__attn_args *a, 
         while (last >= 0 && a->key_mask[last] < -0.5f * FLT_MAX) last--;
         if (last >= 0) tk = last + 1;
     }
+    const int fused = a->tq >= FUSED_MIN_TQ;
+    const int items = fused ? a->n_heads * ((a->tq + QB - 1) / QB) : a->n_heads * a->tq;
     const int tkp = (tk + KB - 1) / KB * KB;
-    const int items = a->n_heads * ((a->tq + QB - 1) / QB);
+    const size_t scratch = fused ? ((size_t)a->head_dim + QB) * (size_t)tkp : (size_t)tk;
     int threads = tp__backend_threads(be);
     if (threads > items) threads = items;
-    const size_t scratch = ((size_t)a->head_dim + QB) * (size_t)tkp;
+    /* a decoding step's few thousand multiply-adds do not pay for waking a team */
+    if (!fused && (int64_t)items * tk * a->head_dim < STEP_MIN_PARALLEL) threads = 1;
     int failed = 0;
     (void)threads;
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
@@ -218,23 +262,18 @@ static tp_status attention_fused(const tp__backend *be, const tp__attn_args *a, 
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        float *kt = malloc(scratch * sizeof(float));
-        if (!kt) {
+        float *buf = malloc(scratch * sizeof(float));
+        const int begin = (int)((int64_t)items * t / nt), end = (int)((int64_t)items * (t + 1) / nt);
+        if (!buf)
             failed = 1;
-        } else {
-            fused_items(a, tk, tkp, (int)((int64_t)items * t / nt),
-                        (int)((int64_t)items * (t + 1) / nt), kt, kt + (size_t)a->head_dim * tkp);
-            free(kt);
-        }
+        else if (fused)
+            fused_items(a, tk, begin, end, buf);
+        else
+            step_items(a, tk, begin, end, buf);
+        free(buf);
     }
     if (failed)
         return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %d keys of %d heads",
                          a->tk, a->n_heads);
     return TP_OK;
-}
-
-tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
-    if (a->tq <= 0 || a->n_heads <= 0 || a->head_dim <= 0) return TP_OK;
-    if (a->tq >= FUSED_MIN_TQ && a->tk > 0) return attention_fused(be, a, err);
-    return attention_batched(be, a, err);
 }

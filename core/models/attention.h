@@ -1,8 +1,8 @@
 /* attention.h: multi-head scaled dot-product attention for one row of a batch, the
  * step every model graph shares (encoder self-attention, decoder causal
- * self-attention over a KV cache, cross-attention over an encoder output). Both
- * products go through tp__matmul batched over heads, so a backend accelerates them.
- * Pure function on caller memory: thread-safe. */
+ * self-attention over a KV cache, cross-attention over an encoder output), computed
+ * in fp32 by the core's own kernels (attention.c says why) on the backend's thread
+ * count. Pure function on caller memory: thread-safe. */
 #ifndef TP_CORE_MODELS_ATTENTION_H
 #define TP_CORE_MODELS_ATTENTION_H
 
@@ -10,9 +10,11 @@
 
 /* Q, K and V hold heads side by side: head h of token t is the D floats at
  * column h*D of row t (row stride ld*), as the q/k/v projections write them, so
- * heads are a strided batch and no transposed copy is needed. */
+ * no transposed copy is needed. */
 typedef struct tp__attn_args {
     int n_heads, head_dim;      /* NH, D */
+    int kv_heads;               /* heads of K and V; 0: NH. Fewer (grouped-query
+                                   attention): query head h reads head h / (NH / kv_heads) */
     int tq, tk;                 /* query tokens, key tokens */
     const float *q; int ldq;    /* [tq, ldq] */
     const float *k; int ldk;    /* [tk, ldk] */
@@ -21,7 +23,6 @@ typedef struct tp__attn_args {
     int causal_past;            /* < 0: none; else query i sees keys j <= causal_past + i
                                    (causal_past = tokens already in a KV cache) */
     float scale;                /* usually 1/sqrt(D) */
-    float *scores;              /* scratch [NH * tq * tk] */
     float *out; int ldo;        /* [tq, ldo]: softmax(q·kᵀ·scale + bias + mask)·v per head */
     const float *bias;          /* [NH, tq, tk] added to the scaled scores before the masks
                                    (T5's relative position bias), or NULL */

@@ -145,7 +145,6 @@ typedef struct bart_cache {
 typedef struct bart_work {
     float *x, *q, *k, *v, *ctx, *tmp; /* [rows, H] */
     float *ffn;                       /* [rows, F] */
-    float *att;                       /* [NH * tq * tk] scores of one batch row */
 } bart_work;
 
 /* ---------------------------------------------------------------- state */
@@ -158,11 +157,9 @@ static void work_free(bart_work *w) {
     free(w->ctx);
     free(w->tmp);
     free(w->ffn);
-    free(w->att);
 }
 
-static tp_status work_alloc(bart_work *w, size_t rows, size_t H, size_t F, size_t att,
-                            tp_error *err) {
+static tp_status work_alloc(bart_work *w, size_t rows, size_t H, size_t F, tp_error *err) {
     memset(w, 0, sizeof *w);
     w->x = malloc(rows * H * sizeof(float));
     w->q = malloc(rows * H * sizeof(float));
@@ -171,8 +168,7 @@ static tp_status work_alloc(bart_work *w, size_t rows, size_t H, size_t F, size_
     w->ctx = malloc(rows * H * sizeof(float));
     w->tmp = malloc(rows * H * sizeof(float));
     w->ffn = malloc(rows * F * sizeof(float));
-    w->att = malloc(att * sizeof(float));
-    if (!w->x || !w->q || !w->k || !w->v || !w->ctx || !w->tmp || !w->ffn || !w->att) {
+    if (!w->x || !w->q || !w->k || !w->v || !w->ctx || !w->tmp || !w->ffn) {
         work_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of %zu tokens",
                          rows);
@@ -280,8 +276,7 @@ static tp_status encode(const tp__backend *be, const bart *mdl, const tp_model_i
                 .n_heads = NH, .head_dim = D, .tq = S, .tk = S,
                 .q = w->q + r0, .ldq = H, .k = w->k + r0, .ldk = H, .v = w->v + r0, .ldv = H,
                 .key_mask = cache->enc_mask + (size_t)b * S, .causal_past = -1,
-                .scale = (float)(1.0 / sqrt((double)D)),
-                .scores = w->att, .out = w->ctx + r0, .ldo = H,
+                .scale = (float)(1.0 / sqrt((double)D)), .out = w->ctx + r0, .ldo = H,
             };
             TP_TRY(tp__attention(be, &a, err));
         }
@@ -337,8 +332,7 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
                 .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
                 .q = w->q + (size_t)b * n * H, .ldq = H,
                 .k = sk + row, .ldk = H, .v = sv + row, .ldv = H,
-                .key_mask = NULL, .causal_past = past, .scale = scale,
-                .scores = w->att, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+                .key_mask = NULL, .causal_past = past, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
             };
             TP_TRY(tp__attention(be, &a, err));
         }
@@ -355,8 +349,7 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
                 .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
                 .q = w->q + (size_t)b * n * H, .ldq = H,
                 .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
-                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale,
-                .scores = w->att, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
             };
             TP_TRY(tp__attention(be, &a, err));
         }
@@ -481,10 +474,7 @@ static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp
     if (hidden_states) T = 1; /* the encoder alone runs */
     const int wide = c->enc_ffn > c->dec_ffn ? c->enc_ffn : c->dec_ffn;
     const int64_t rows = (int64_t)B * (S > T ? S : T);
-    const int64_t att_e = (int64_t)c->enc_heads * S * S;
-    const int64_t att_d = (int64_t)c->dec_heads * T * (T > S ? T : S);
-    if (rows * (wide > c->hidden ? wide : c->hidden) > INT_MAX || att_e > INT_MAX ||
-        att_d > INT_MAX || (int64_t)B * T > INT_MAX / 2)
+    if (rows * (wide > c->hidden ? wide : c->hidden) > INT_MAX || (int64_t)B * T > INT_MAX / 2)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT,
                          "batch of %d x %d tokens (decoder %d) is too large", B, S, T);
     TP_TRY(check_ids(m, c, "input_ids", in->input_ids, B, S, c->vocab_size, err));
@@ -495,8 +485,7 @@ static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp
     bart_cache cache;
     bart_work w;
     TP_TRY(cache_alloc(&cache, c, B, B, S, T, err));
-    tp_status st = work_alloc(&w, (size_t)rows, (size_t)c->hidden, (size_t)wide,
-                              (size_t)(att_e > att_d ? att_e : att_d), err);
+    tp_status st = work_alloc(&w, (size_t)rows, (size_t)c->hidden, (size_t)wide, err);
     if (st != TP_OK) {
         cache_free(&cache);
         return st;
@@ -620,10 +609,7 @@ static tp_status session_encode(void *sp, const int32_t *ids, const int32_t *mas
     const int wide = c->enc_ffn > c->dec_ffn ? c->enc_ffn : c->dec_ffn;
     const int64_t enc_rows = (int64_t)batch * S, dec_rows = (int64_t)s->rows * s->max_step;
     const int64_t rows = enc_rows > dec_rows ? enc_rows : dec_rows;
-    const int64_t att_e = (int64_t)c->enc_heads * S * S;
-    const int64_t att_d = (int64_t)c->dec_heads * s->max_step * (s->cap > S ? s->cap : S);
-    if (rows * (wide > c->hidden ? wide : c->hidden) > INT_MAX || att_e > INT_MAX ||
-        att_d > INT_MAX)
+    if (rows * (wide > c->hidden ? wide : c->hidden) > INT_MAX)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "batch of %d x %d tokens is too large",
                          batch, S);
     /* check_ids' message names the model directory; the source must fit the positions */
@@ -642,8 +628,7 @@ static tp_status session_encode(void *sp, const int32_t *ids, const int32_t *mas
     if (!s->cache.src) return tp__error(err, TP_ERR_NOMEM, "out of memory");
     const int per = s->rows / batch;
     for (int r = 0; r < s->rows; r++) s->cache.src[r] = r / per;
-    TP_TRY(work_alloc(&s->w, (size_t)rows, (size_t)c->hidden, (size_t)wide,
-                      (size_t)(att_e > att_d ? att_e : att_d), err));
+    TP_TRY(work_alloc(&s->w, (size_t)rows, (size_t)c->hidden, (size_t)wide, err));
     TP_TRY(encode(s->be, mdl, &in, &s->cache, &s->w, err));
     TP_TRY(cross_kv(s->be, mdl, &s->cache, err));
     s->encoded = 1;

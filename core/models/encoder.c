@@ -33,7 +33,6 @@ typedef struct run_state {
     float *ctx;    /* [B*T, H] attention output before its projection */
     float *tmp;    /* [B*T, H] */
     float *ffn;    /* [B*T, I] */
-    float *att;    /* [NH, T, T] scores of one row of the batch */
     float *mask;   /* [B*T] 0 or the additive mask value per key */
     int *pos;      /* [B*T] position ids */
 } run_state;
@@ -46,7 +45,6 @@ static void free_state(run_state *s) {
     free(s->ctx);
     free(s->tmp);
     free(s->ffn);
-    free(s->att);
     free(s->mask);
     free(s->pos);
 }
@@ -62,10 +60,9 @@ static tp_status alloc_state(run_state *s, const tp__enc_config *c, int B, int T
     s->ctx = malloc(bt * h * sizeof(float));
     s->tmp = malloc(bt * h * sizeof(float));
     s->ffn = malloc(bt * (size_t)c->intermediate * sizeof(float));
-    s->att = malloc((size_t)c->n_heads * T * T * sizeof(float));
     s->mask = malloc(bt * sizeof(float));
     s->pos = malloc(bt * sizeof(int));
-    if (!s->x || !s->q || !s->k || !s->v || !s->ctx || !s->tmp || !s->ffn || !s->att ||
+    if (!s->x || !s->q || !s->k || !s->v || !s->ctx || !s->tmp || !s->ffn ||
         !s->mask || !s->pos) {
         free_state(s);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of a %dx%d batch",
@@ -146,7 +143,7 @@ static tp_status attention(const tp__backend *be, const tp__encoder *e, const tp
             .n_heads = NH, .head_dim = D, .tq = T, .tk = T,
             .q = s->q + row0, .ldq = H, .k = s->k + row0, .ldk = H, .v = s->v + row0, .ldv = H,
             .key_mask = s->mask + (size_t)b * T, .causal_past = -1, .scale = scale,
-            .scores = s->att, .out = s->ctx + row0, .ldo = H,
+            .out = s->ctx + row0, .ldo = H,
         };
         TP_TRY(tp__attention(be, &a, err));
     }

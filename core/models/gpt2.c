@@ -66,7 +66,7 @@ typedef struct gpt2_session {
     int head;                     /* TP_HEAD_CAUSAL_LM or TP_HEAD_NONE */
     int max_step;
     tp__kv_cache cache;
-    float *x, *h, *qkv, *ctx, *ffn, *att, *last; /* scratch for rows*max_step tokens */
+    float *x, *h, *qkv, *ctx, *ffn, *last; /* scratch for rows*max_step tokens */
     int *pos;
 } gpt2_session;
 
@@ -90,7 +90,6 @@ static void session_close(void *sp) {
     free(s->qkv);
     free(s->ctx);
     free(s->ffn);
-    free(s->att);
     free(s->last);
     free(s->pos);
     free(s);
@@ -122,11 +121,10 @@ static tp_status session_open(const tp_model *m, const tp__backend *be, int rows
     s->qkv = malloc((size_t)bt * 3 * H * sizeof(float));
     s->ctx = malloc((size_t)bt * H * sizeof(float));
     s->ffn = malloc((size_t)bt * c->inner * sizeof(float));
-    s->att = malloc((size_t)c->n_heads * max_step * cap * sizeof(float));
     s->last = malloc((size_t)rows * H * sizeof(float));
     s->pos = malloc((size_t)bt * sizeof(int));
     tp_status st = TP_OK;
-    if (!s->x || !s->h || !s->qkv || !s->ctx || !s->ffn || !s->att || !s->last || !s->pos)
+    if (!s->x || !s->h || !s->qkv || !s->ctx || !s->ffn || !s->last || !s->pos)
         st = tp__error(err, TP_ERR_NOMEM, "out of memory for a %d x %d gpt2 session", rows, cap);
     if (st == TP_OK) st = tp__kv_cache_new(&s->cache, c->n_layers, rows, cap, c->hidden, err);
     if (st != TP_OK) {
@@ -177,8 +175,7 @@ static tp_status session_step(void *sp, const int32_t *ids, const int32_t *mask,
                 .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
                 .q = s->qkv + (size_t)b * n * 3 * H, .ldq = 3 * H,
                 .k = tp__kv_k(kv, li, b, 0), .ldk = H, .v = tp__kv_v(kv, li, b, 0), .ldv = H,
-                .key_mask = kv->mask + (size_t)b * kv->cap, .causal_past = past, .scale = scale,
-                .scores = s->att, .out = s->ctx + (size_t)b * n * H, .ldo = H,
+                .key_mask = kv->mask + (size_t)b * kv->cap, .causal_past = past, .scale = scale, .out = s->ctx + (size_t)b * n * H, .ldo = H,
             };
             TP_TRY(tp__attention(be, &a, err));
         }
@@ -216,7 +213,7 @@ static tp_status session_reorder(void *sp, const int *src, tp_error *err) {
 
 typedef struct gpt2_batch {
     int rows, keys;               /* what the buffers hold */
-    float *x, *h, *qkv, *ctx, *ffn, *att, *logits;
+    float *x, *h, *qkv, *ctx, *ffn, *logits;
     tp__kv_slot *slot;
 } gpt2_batch;
 
@@ -228,7 +225,6 @@ static void batch_free(void *bp) {
     free(w->qkv);
     free(w->ctx);
     free(w->ffn);
-    free(w->att);
     free(w->logits);
     free(w->slot);
     free(w);
@@ -255,10 +251,9 @@ static tp_status batch_reserve(void **bp, const gpt2_config *c, int rows, int ke
     w->qkv = malloc(N * 3 * H * sizeof(float));
     w->ctx = malloc(N * H * sizeof(float));
     w->ffn = malloc(N * c->inner * sizeof(float));
-    w->att = malloc((size_t)c->n_heads * keys * sizeof(float));
     w->logits = malloc(N * c->vocab_size * sizeof(float));
     w->slot = malloc(N * sizeof *w->slot);
-    if (!w->x || !w->h || !w->qkv || !w->ctx || !w->ffn || !w->att || !w->logits || !w->slot) {
+    if (!w->x || !w->h || !w->qkv || !w->ctx || !w->ffn || !w->logits || !w->slot) {
         batch_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for a batch of %d gpt2 rows", rows);
     }
@@ -324,8 +319,7 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
                 .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = H,
                 .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = H,
                 .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
-                .causal_past = sl->past, .scale = scale,
-                .scores = w->att, .out = w->ctx + (size_t)r * H, .ldo = H,
+                .causal_past = sl->past, .scale = scale, .out = w->ctx + (size_t)r * H, .ldo = H,
             };
             st = tp__attention(be, &a, err);
         }

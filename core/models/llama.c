@@ -63,7 +63,7 @@ typedef struct llama_session {
     const tp__backend *be;
     int head, max_step;
     tp__kv_cache cache;
-    float *x, *h, *q, *k, *v, *ctx, *gate, *up, *att, *last;
+    float *x, *h, *q, *k, *v, *ctx, *gate, *up, *last;
     int *pos;
 } llama_session;
 
@@ -105,7 +105,6 @@ static void session_close(void *sp) {
     free(s->ctx);
     free(s->gate);
     free(s->up);
-    free(s->att);
     free(s->last);
     free(s->pos);
     free(s);
@@ -138,11 +137,10 @@ static tp_status session_open(const tp_model *m, const tp__backend *be, int rows
     s->ctx = malloc((size_t)bt * QW * sizeof(float));
     s->gate = malloc((size_t)bt * c->inter * sizeof(float));
     s->up = malloc((size_t)bt * c->inter * sizeof(float));
-    s->att = malloc((size_t)max_step * cap * sizeof(float));
     s->last = malloc((size_t)rows * H * sizeof(float));
     s->pos = malloc((size_t)bt * sizeof(int));
     tp_status st = TP_OK;
-    if (!s->x || !s->h || !s->q || !s->k || !s->v || !s->ctx || !s->gate || !s->up || !s->att ||
+    if (!s->x || !s->h || !s->q || !s->k || !s->v || !s->ctx || !s->gate || !s->up ||
         !s->last || !s->pos)
         st = tp__error(err, TP_ERR_NOMEM, "out of memory for a %d x %d llama session", rows, cap);
     if (st == TP_OK) st = tp__kv_cache_new(&s->cache, c->n_layers, rows, cap, KW, err);
@@ -163,7 +161,6 @@ static tp_status session_step(void *sp, const int32_t *ids, const int32_t *mask,
     tp__kv_cache *kv = &s->cache;
     const int B = kv->rows, H = c->hidden, NH = c->n_heads, NKV = c->n_kv_heads;
     const int D = c->head_dim, QW = NH * D, KW = NKV * D, I = c->inter, Bn = B * n;
-    const int rep = NH / NKV;
     if (n < 1 || n > s->max_step)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "llama step of %d tokens (at most %d)", n,
                          s->max_step);
@@ -193,20 +190,14 @@ static tp_status session_step(void *sp, const int32_t *ids, const int32_t *mask,
                 memcpy(tp__kv_k(kv, li, b, past + t), s->k + i * KW, (size_t)KW * sizeof(float));
                 memcpy(tp__kv_v(kv, li, b, past + t), s->v + i * KW, (size_t)KW * sizeof(float));
             }
-            /* one call per query head: its key/value head is shared by `rep` of them */
-            for (int h = 0; h < NH; h++) {
-                const int g = h / rep;
-                tp__attn_args a = {
-                    .n_heads = 1, .head_dim = D, .tq = n, .tk = total,
-                    .q = s->q + (size_t)b * n * QW + (size_t)h * D, .ldq = QW,
-                    .k = tp__kv_k(kv, li, b, 0) + (size_t)g * D, .ldk = KW,
-                    .v = tp__kv_v(kv, li, b, 0) + (size_t)g * D, .ldv = KW,
-                    .key_mask = kv->mask + (size_t)b * kv->cap, .causal_past = past,
-                    .scale = scale, .scores = s->att,
-                    .out = s->ctx + (size_t)b * n * QW + (size_t)h * D, .ldo = QW,
-                };
-                TP_TRY(tp__attention(be, &a, err));
-            }
+            tp__attn_args a = {
+                .n_heads = NH, .kv_heads = NKV, .head_dim = D, .tq = n, .tk = total,
+                .q = s->q + (size_t)b * n * QW, .ldq = QW,
+                .k = tp__kv_k(kv, li, b, 0), .ldk = KW, .v = tp__kv_v(kv, li, b, 0), .ldv = KW,
+                .key_mask = kv->mask + (size_t)b * kv->cap, .causal_past = past,
+                .scale = scale, .out = s->ctx + (size_t)b * n * QW, .ldo = QW,
+            };
+            TP_TRY(tp__attention(be, &a, err));
         }
         TP_TRY(tp__linear(be, s->ctx, Bn, QW, l->wo, l->bo, H, TP_ACT_NONE, s->h, err));
         tp__add(s->x, s->h, (size_t)Bn * H);
@@ -244,7 +235,7 @@ static tp_status session_reorder(void *sp, const int *src, tp_error *err) {
 
 typedef struct llama_batch {
     int rows, keys;               /* what the buffers hold */
-    float *x, *h, *q, *k, *v, *ctx, *gate, *up, *att, *logits;
+    float *x, *h, *q, *k, *v, *ctx, *gate, *up, *logits;
     tp__kv_slot *slot;
 } llama_batch;
 
@@ -259,7 +250,6 @@ static void batch_free(void *bp) {
     free(w->ctx);
     free(w->gate);
     free(w->up);
-    free(w->att);
     free(w->logits);
     free(w->slot);
     free(w);
@@ -289,10 +279,9 @@ static tp_status batch_reserve(void **bp, const llama_config *c, int rows, int k
     w->ctx = malloc(N * QW * sizeof(float));
     w->gate = malloc(N * c->inter * sizeof(float));
     w->up = malloc(N * c->inter * sizeof(float));
-    w->att = malloc((size_t)keys * sizeof(float));
     w->logits = malloc(N * c->vocab_size * sizeof(float));
     w->slot = malloc(N * sizeof *w->slot);
-    if (!w->x || !w->h || !w->q || !w->k || !w->v || !w->ctx || !w->gate || !w->up || !w->att ||
+    if (!w->x || !w->h || !w->q || !w->k || !w->v || !w->ctx || !w->gate || !w->up ||
         !w->logits || !w->slot) {
         batch_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for a batch of %d llama rows", rows);
@@ -310,7 +299,7 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
     const llama_config *c = &L->c;
     const tp__backend *be = ss[0]->be;
     const int H = c->hidden, NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
-    const int QW = NH * D, KW = NKV * D, I = c->inter, V = c->vocab_size, rep = NH / NKV;
+    const int QW = NH * D, KW = NKV * D, I = c->inter, V = c->vocab_size;
     int N = 0, keys = 0;
     for (int i = 0; i < n; i++) {
         const tp__kv_cache *kv = &ss[i]->cache;
@@ -352,19 +341,16 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
                    (size_t)KW * sizeof(float));
             memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), w->v + (size_t)r * KW,
                    (size_t)KW * sizeof(float));
-            for (int h = 0; h < NH && st == TP_OK; h++) {
-                const int kvh = h / rep;
-                tp__attn_args a = {
-                    .n_heads = 1, .head_dim = D, .tq = 1, .tk = sl->past + 1,
-                    .q = w->q + (size_t)r * QW + (size_t)h * D, .ldq = QW,
-                    .k = tp__kv_k(sl->cache, li, sl->row, 0) + (size_t)kvh * D, .ldk = KW,
-                    .v = tp__kv_v(sl->cache, li, sl->row, 0) + (size_t)kvh * D, .ldv = KW,
-                    .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
-                    .causal_past = sl->past, .scale = scale, .scores = w->att,
-                    .out = w->ctx + (size_t)r * QW + (size_t)h * D, .ldo = QW,
-                };
-                st = tp__attention(be, &a, err);
-            }
+            tp__attn_args a = {
+                .n_heads = NH, .kv_heads = NKV, .head_dim = D, .tq = 1, .tk = sl->past + 1,
+                .q = w->q + (size_t)r * QW, .ldq = QW,
+                .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = KW,
+                .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = KW,
+                .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
+                .causal_past = sl->past, .scale = scale,
+                .out = w->ctx + (size_t)r * QW, .ldo = QW,
+            };
+            st = tp__attention(be, &a, err);
         }
         if (st == TP_OK)
             st = tp__linear(be, w->ctx, N, QW, l->wo, l->bo, H, TP_ACT_NONE, w->h, err);

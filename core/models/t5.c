@@ -114,7 +114,7 @@ typedef struct t5_work {
     float *x, *h, *tmp;        /* [rows, H] state, its norm, a sublayer's output */
     float *q, *k, *v, *ctx;    /* [rows, I] */
     float *ff0, *ff1;          /* [rows, F] */
-    float *att, *bias;         /* [NH * tq * tk] scores of one batch row; position bias */
+    float *bias;               /* [NH * tq * tk] position bias of one batch row */
 } t5_work;
 
 /* ---------------------------------------------------------------- state */
@@ -129,7 +129,6 @@ static void work_free(t5_work *w) {
     free(w->ctx);
     free(w->ff0);
     free(w->ff1);
-    free(w->att);
     free(w->bias);
 }
 
@@ -146,10 +145,9 @@ static tp_status work_alloc(t5_work *w, const t5_config *c, size_t rows, size_t 
     w->ctx = malloc(rows * I * sizeof(float));
     w->ff0 = malloc(rows * F * sizeof(float));
     w->ff1 = malloc(rows * F * sizeof(float));
-    w->att = malloc(att * sizeof(float));
     w->bias = malloc(att * sizeof(float));
     if (!w->x || !w->h || !w->tmp || !w->q || !w->k || !w->v || !w->ctx || !w->ff0 ||
-        !w->ff1 || !w->att || !w->bias) {
+        !w->ff1 || !w->bias) {
         work_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of %zu tokens",
                          rows);
@@ -288,8 +286,7 @@ static tp_status encode(const tp__backend *be, const t5 *mdl, const tp_model_inp
             tp__attn_args a = {
                 .n_heads = c->n_heads, .head_dim = c->d_kv, .tq = S, .tk = S,
                 .q = w->q + r0, .ldq = I, .k = w->k + r0, .ldk = I, .v = w->v + r0, .ldv = I,
-                .key_mask = cache->enc_mask + (size_t)b * S, .causal_past = -1, .scale = 1.0f,
-                .scores = w->att, .out = w->ctx + r0, .ldo = I, .bias = w->bias,
+                .key_mask = cache->enc_mask + (size_t)b * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + r0, .ldo = I, .bias = w->bias,
             };
             TP_TRY(tp__attention(be, &a, err));
         }
@@ -344,8 +341,7 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
                 .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
                 .q = w->q + (size_t)b * n * I, .ldq = I,
                 .k = sk + row, .ldk = I, .v = sv + row, .ldv = I,
-                .key_mask = NULL, .causal_past = past, .scale = 1.0f,
-                .scores = w->att, .out = w->ctx + (size_t)b * n * I, .ldo = I, .bias = w->bias,
+                .key_mask = NULL, .causal_past = past, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I, .bias = w->bias,
             };
             TP_TRY(tp__attention(be, &a, err));
         }
@@ -364,8 +360,7 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
                 .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
                 .q = w->q + (size_t)b * n * I, .ldq = I,
                 .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
-                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f,
-                .scores = w->att, .out = w->ctx + (size_t)b * n * I, .ldo = I,
+                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
             };
             TP_TRY(tp__attention(be, &a, err));
         }

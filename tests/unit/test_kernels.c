@@ -305,25 +305,26 @@ static void test_add_layer_norm(void) {
     free(x), free(r), free(g), free(b), free(x1), free(x2);
 }
 
-/* tp__attention (fused for tq >= 4, batched below) against a double-precision
- * evaluation, with a key mask (trailing padding), a causal window and a bias. */
-static double attention_error(int nh, int d, int tq, int tk, int masked_tail, int causal_past,
-                              int with_bias) {
+/* tp__attention (fused for tq >= 4, the step path below) against a double-precision
+ * evaluation, with a key mask (trailing padding), a causal window, a bias and nkv
+ * key/value heads (grouped-query attention when fewer than nh). */
+static double attention_error(int nh, int nkv, int d, int tq, int tk, int masked_tail,
+                              int causal_past, int with_bias) {
     const int ld = nh * d + 3; /* heads side by side, rows padded */
     float *q = rand_buf((size_t)tq * ld), *k = rand_buf((size_t)tk * ld);
     float *v = rand_buf((size_t)tk * ld), *out = calloc((size_t)tq * ld, sizeof(float));
     float *mask = calloc((size_t)tk, sizeof(float));
     float *bias = with_bias ? rand_buf((size_t)nh * tq * tk) : NULL;
-    float *scores = malloc(sizeof(float) * nh * tq * tk);
     for (int j = tk - masked_tail; j < tk; j++) mask[j] = -3.4028235e38f;
     if (tk > 2) mask[1] = -3.4028235e38f; /* one hidden key in the middle */
     tp__attn_args a = {
-        .n_heads = nh, .head_dim = d, .tq = tq, .tk = tk, .q = q, .ldq = ld, .k = k, .ldk = ld,
-        .v = v, .ldv = ld, .key_mask = mask, .causal_past = causal_past,
-        .scale = 1.0f / sqrtf((float)d), .scores = scores, .out = out, .ldo = ld, .bias = bias,
+        .n_heads = nh, .kv_heads = nkv, .head_dim = d, .tq = tq, .tk = tk, .q = q, .ldq = ld,
+        .k = k, .ldk = ld, .v = v, .ldv = ld, .key_mask = mask, .causal_past = causal_past,
+        .scale = 1.0f / sqrtf((float)d), .out = out, .ldo = ld, .bias = bias,
     };
     tp_error err;
     tp__backend ref = {.vt = tp__ref_backend_descriptor()->vtable, .name = "ref"};
+    const int g = nkv > 0 ? nh / nkv : 1; /* query heads per key/value head */
     CHECK_STATUS(tp__attention(&ref, &a, &err), TP_OK);
     double worst = 0;
     double *p = malloc(sizeof(double) * tk);
@@ -332,7 +333,8 @@ static double attention_error(int nh, int d, int tq, int tk, int masked_tail, in
             double max = -INFINITY, sum = 0;
             for (int j = 0; j < tk; j++) {
                 double s = 0;
-                for (int c = 0; c < d; c++) s += (double)q[i * ld + h * d + c] * k[j * ld + h * d + c];
+                for (int c = 0; c < d; c++)
+                    s += (double)q[i * ld + h * d + c] * k[j * ld + h / g * d + c];
                 s *= a.scale;
                 if (bias) s += bias[((size_t)h * tq + i) * tk + j];
                 const int last = causal_past >= 0 ? causal_past + i : tk - 1;
@@ -342,20 +344,26 @@ static double attention_error(int nh, int d, int tq, int tk, int masked_tail, in
             for (int j = 0; j < tk; j++) sum += p[j] = exp(p[j] - max);
             for (int c = 0; c < d; c++) {
                 double o = 0;
-                for (int j = 0; j < tk; j++) o += p[j] / sum * v[j * ld + h * d + c];
+                for (int j = 0; j < tk; j++) o += p[j] / sum * v[j * ld + h / g * d + c];
                 worst = fmax(worst, fabs(o - out[i * ld + h * d + c]));
             }
         }
-    free(q), free(k), free(v), free(out), free(mask), free(bias), free(scores), free(p);
+    free(q), free(k), free(v), free(out), free(mask), free(bias), free(p);
     return worst;
 }
 
 static void test_attention(void) {
-    CHECK_NEAR(attention_error(3, 20, 11, 37, 5, -1, 0), 0, 2e-6);  /* fused, d tail */
-    CHECK_NEAR(attention_error(2, 64, 9, 40, 0, -1, 1), 0, 2e-6);   /* fused, bias (T5) */
-    CHECK_NEAR(attention_error(2, 32, 6, 10, 0, 4, 0), 0, 2e-6);    /* fused, causal */
-    CHECK_NEAR(attention_error(4, 16, 1, 13, 2, 12, 0), 0, 2e-6);   /* batched: a step */
-    CHECK_NEAR(attention_error(1, 8, 5, 5, 5, -1, 0), 0, 2e-6);     /* every key hidden */
+    CHECK_NEAR(attention_error(3, 0, 20, 11, 37, 5, -1, 0), 0, 2e-6);  /* fused, d tail */
+    CHECK_NEAR(attention_error(2, 0, 64, 9, 40, 0, -1, 1), 0, 2e-6);   /* fused, bias (T5) */
+    CHECK_NEAR(attention_error(2, 0, 32, 6, 10, 0, 4, 0), 0, 2e-6);    /* fused, causal */
+    CHECK_NEAR(attention_error(6, 2, 32, 7, 12, 0, 5, 0), 0, 2e-6);    /* fused, grouped */
+    CHECK_NEAR(attention_error(1, 0, 8, 5, 5, 5, -1, 0), 0, 2e-6);     /* every key hidden */
+    CHECK_NEAR(attention_error(4, 0, 16, 1, 13, 2, 12, 0), 0, 2e-6);   /* step */
+    CHECK_NEAR(attention_error(3, 0, 20, 1, 9, 0, 8, 0), 0, 2e-6);     /* step, d tail */
+    CHECK_NEAR(attention_error(2, 0, 88, 3, 30, 0, 27, 1), 0, 2e-6);   /* step, 3 rows, bias */
+    CHECK_NEAR(attention_error(15, 5, 64, 1, 300, 0, 299, 0), 0, 2e-6); /* step, grouped */
+    CHECK_NEAR(attention_error(16, 0, 64, 2, 200, 7, -1, 0), 0, 2e-6); /* step, padded keys */
+    CHECK_NEAR(attention_error(2, 0, 8, 1, 6, 6, -1, 0), 0, 2e-6);     /* step, all hidden */
 }
 
 int main(void) {
