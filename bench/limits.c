@@ -1,7 +1,9 @@
 /* limits.c: tpipe-limits, the machine's own limits for the figures in
  * docs/benchmarks.md: sgemm GFLOP/s of each compute backend (large squares and the
  * encoder's shapes) against the cores' theoretical fp32 peak, and the memory read
- * bandwidth against the bytes one decoding step of GPT-2 reads.
+ * bandwidth against the bytes one decoding step of GPT-2 reads; then, per compute type a
+ * backend has, the GEMM rate on the encoder's shapes and the rate at which products
+ * of one and four rows (a decoding step, four beams) stream their weights.
  *
  *   tpipe-limits [--threads N] [--backend NAME]... [--backend-dir DIR] [--mb N]
  *                [--weights-bytes N] [--quick]
@@ -198,6 +200,46 @@ static double sgemm_rate(const backend *be, int m, int n, int k, int trans_b, do
     return 2.0 * m * n * k / t[runs / 2] / 1e9;
 }
 
+/* Median seconds of C[m×n] = A[m×k]·Wᵀ with W [n×k] in `dtype`: fp32 through matmul on
+ * the weight in place, bf16/int8 through a weight prepared once (matmul_prepared), as
+ * the models run them. 0 where the backend does not compute that type. */
+static double product_time(const backend *be, tp_dtype dtype, int m, int n, int k, double budget) {
+    float *a = malloc((size_t)m * k * sizeof(float));
+    float *w = malloc((size_t)n * k * sizeof(float));
+    float *c = malloc((size_t)m * n * sizeof(float));
+    void *handle = NULL;
+    double t[64];
+    int runs = 0;
+    if (a && w && c) {
+        for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
+        for (size_t i = 0; i < (size_t)n * k; i++) w[i] = (float)((i * 5) % 11) * 0.01f - 0.05f;
+        const tp_weight_desc d = {.struct_size = sizeof d, .dtype = dtype, .data = w,
+                                  .n = n, .k = k, .ld = k, .trans_b = 1};
+        const int prepared = dtype != TP_F32;
+        if (!prepared || (be->vt->prepare_weight &&
+                          be->vt->prepare_weight(be->ctx, &d, &handle) == TP_OK)) {
+            tp_matmul_args args = {
+                .struct_size = sizeof args, .m = m, .n = n, .k = k, .a = a, .lda = k,
+                .b = w, .ldb = k, .trans_b = 1, .c = c, .ldc = n, .batch = 1, .alpha = 1.0f,
+            };
+            const double start = now_s();
+            for (int warm = 1; runs < 64 && (runs < 3 || now_s() - start < budget);) {
+                const double t0 = now_s();
+                const tp_status st = prepared ? be->vt->matmul_prepared(be->ctx, &args, handle)
+                                              : be->vt->matmul(be->ctx, &args);
+                if (st != TP_OK) break;
+                if (warm) warm = 0; /* the first: JIT, packing buffers, thread start */
+                else t[runs++] = now_s() - t0;
+            }
+            if (handle && be->vt->release_weight) be->vt->release_weight(be->ctx, handle);
+        }
+    }
+    free(a), free(w), free(c);
+    if (!runs) return 0.0;
+    qsort(t, (size_t)runs, sizeof t[0], cmp_double);
+    return t[runs / 2];
+}
+
 static void exe_dir(char *out, size_t cap) {
     char self[PATH_MAX - 32];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -287,6 +329,41 @@ int main(int argc, char **argv) {
             printf("  %-8s %4dx%4dx%4d %-26s %7.1f GFLOP/s  %5.1f%% of peak\n", names[b], m,
                    nn, k, shapes[s].what, r, peak > 0 ? 100.0 * r / peak : 0.0);
         }
+        /* the compute types' GEMM rate (AMX where oneDNN uses it) on the encoder's shapes,
+         * and the decoding products' weight stream against the read bandwidth */
+        static const struct { tp_dtype dtype; const char *name; double bytes; } types[] = {
+            {TP_F32, "fp32", 4.0}, {TP_BF16, "bf16", 2.0}, {TP_I8, "int8", 1.0}};
+        static const struct { int m, n, k; const char *what; } gemms[] = {
+            {2048, 3072, 768, "encoder b16 ffn1, W^T"},
+            {2048, 768, 3072, "encoder b16 ffn2, W^T"},
+        };
+        /* lm heads: larger than the last-level cache, so read from memory as a decoding
+         * step reads every layer (one layer's weights, re-run, would sit in the cache) */
+        static const struct { int n, k; const char *what; } streams[] = {
+            {50257, 768, "gpt2 lm head"}, {59514, 512, "opus-mt lm head"},
+            {49152, 960, "smollm2 lm head"}};
+        for (size_t d = 1; d < sizeof types / sizeof types[0]; d++)
+            for (size_t s = 0; s < sizeof gemms / sizeof gemms[0]; s++) {
+                int m = gemms[s].m, nn = gemms[s].n, k = gemms[s].k;
+                if (quick) m = m > 256 ? 256 : m, nn = nn > 256 ? 256 : nn, k = k > 256 ? 256 : k;
+                const double t = product_time(&be, types[d].dtype, m, nn, k, quick ? 0.05 : 1.0);
+                if (t > 0)
+                    printf("  %-8s %4dx%4dx%4d %-26s %7.1f GFLOP/s  %s\n", names[b], m, nn, k,
+                           gemms[s].what, 2.0 * m * nn * k / t / 1e9, types[d].name);
+            }
+        for (size_t d = 0; d < sizeof types / sizeof types[0]; d++)
+            for (size_t s = 0; s < sizeof streams / sizeof streams[0]; s++)
+                for (int m = 1; m <= 4; m += 3) {
+                    int nn = streams[s].n, k = streams[s].k;
+                    if (quick) nn = 4096;
+                    const double t = product_time(&be, types[d].dtype, m, nn, k, quick ? 0.05 : 1.0);
+                    const double gbs = (double)nn * k * types[d].bytes / t / 1e9;
+                    if (t > 0)
+                        printf("  %-8s %d row%s x %5dx%4d %-16s %s %6.1f GB/s of weights  %5.1f%% "
+                               "of read\n",
+                               names[b], m, m > 1 ? "s" : " ", nn, k, streams[s].what,
+                               types[d].name, gbs, bw > 0 ? 100.0 * gbs / bw : 0.0);
+                }
         if (be.vt->destroy) be.vt->destroy(be.ctx);
     }
     return 0;

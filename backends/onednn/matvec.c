@@ -56,16 +56,20 @@ static void store_strip(const float *sum, int r, int n0, int n, const mv_out *o)
     static void bf16_strip_##M(const uint16_t *ws, int kpairs, const uint16_t *x, int kpad, \
                                float (*sum)[64]) {                                         \
         __m512 acc[M][4];                                                                  \
+        _Pragma("GCC unroll 4")                                                            \
         for (int r = 0; r < M; r++)                                                        \
+            _Pragma("GCC unroll 4")                                                        \
             for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();                   \
         for (int p = 0; p < kpairs; p++) {                                                 \
             const uint16_t *b = ws + (size_t)p * 128;                                      \
+            _Pragma("GCC unroll 4")                                                        \
             for (int l = 0; l < 4; l++) /* 4 KB ahead: the stream outruns the prefetchers */ \
                 _mm_prefetch((const char *)(b + MV_AHEAD / 2 + 32 * l), _MM_HINT_T0);        \
             const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b);                           \
             const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b + 32);                      \
             const __m512bh w2 = (__m512bh)_mm512_loadu_si512(b + 64);                      \
             const __m512bh w3 = (__m512bh)_mm512_loadu_si512(b + 96);                      \
+            _Pragma("GCC unroll 4")                                                        \
             for (int r = 0; r < M; r++) {                                                  \
                 uint32_t pair;                                                             \
                 __builtin_memcpy(&pair, x + (size_t)r * kpad + 2 * p, 4);                  \
@@ -76,7 +80,9 @@ static void store_strip(const float *sum, int r, int n0, int n, const mv_out *o)
                 acc[r][3] = _mm512_dpbf16_ps(acc[r][3], w3, xb);                           \
             }                                                                              \
         }                                                                                  \
+        _Pragma("GCC unroll 4")                                                            \
         for (int r = 0; r < M; r++)                                                        \
+            _Pragma("GCC unroll 4")                                                        \
             for (int j = 0; j < 4; j++) _mm512_storeu_ps(sum[r] + 16 * j, acc[r][j]);      \
     }
 
@@ -116,22 +122,29 @@ void mv_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const
     static void int8_quad_##M(const int8_t *w, int k, int kpad, int nq, const uint8_t *x,  \
                               int32_t (*sum)[4]) {                                         \
         __m512i acc[M][4];                                                                 \
+        _Pragma("GCC unroll 4")                                                            \
         for (int r = 0; r < M; r++)                                                        \
+            _Pragma("GCC unroll 4")                                                        \
             for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_si512();                \
         for (int i = 0; i < kpad; i += 64) {                                               \
             const __mmask64 in = k - i >= 64 ? ~0ull : (1ull << (k - i)) - 1;               \
             __m512i wq[4];                                                                 \
+            _Pragma("GCC unroll 4")                                                        \
             for (int q = 0; q < 4; q++) {                                                  \
                 const int8_t *row = w + (size_t)(q < nq ? q : 0) * k + i;                   \
                 _mm_prefetch((const char *)(row + 4 * (size_t)k), _MM_HINT_T0);            \
                 wq[q] = q < nq ? _mm512_maskz_loadu_epi8(in, row) : _mm512_setzero_si512(); \
             }                                                                              \
+            _Pragma("GCC unroll 4")                                                        \
             for (int r = 0; r < M; r++) {                                                  \
                 const __m512i xv = _mm512_loadu_si512(x + (size_t)r * kpad + i);           \
+                _Pragma("GCC unroll 4")                                                            \
                 for (int q = 0; q < 4; q++) acc[r][q] = _mm512_dpbusd_epi32(acc[r][q], xv, wq[q]); \
             }                                                                              \
         }                                                                                  \
+        _Pragma("GCC unroll 4")                                                            \
         for (int r = 0; r < M; r++)                                                        \
+            _Pragma("GCC unroll 4")                                                        \
             for (int q = 0; q < 4; q++) sum[r][q] = _mm512_reduce_add_epi32(acc[r][q]);    \
     }
 
@@ -188,13 +201,18 @@ void mv_int8_colsums(const int8_t *w, int n, int k, int32_t *colsum) {
 #define MV_F32_DOT(M)                                                                      \
     static void f32_dot_##M(const float *w, int k, const float *x, int lda, float *sum) {  \
         __m512 acc[M][4];                                                                  \
+        _Pragma("GCC unroll 4")                                                            \
         for (int r = 0; r < M; r++)                                                        \
+            _Pragma("GCC unroll 4")                                                        \
             for (int u = 0; u < 4; u++) acc[r][u] = _mm512_setzero_ps();                   \
         int i = 0;                                                                         \
         for (; i + 64 <= k; i += 64) {                                                     \
             __m512 wv[4];                                                                  \
+            _Pragma("GCC unroll 4")                                                       \
             for (int u = 0; u < 4; u++) wv[u] = _mm512_loadu_ps(w + i + 16 * u);          \
+            _Pragma("GCC unroll 4")                                                        \
             for (int r = 0; r < M; r++)                                                    \
+                _Pragma("GCC unroll 4")                                                    \
                 for (int u = 0; u < 4; u++)                                                \
                     acc[r][u] = _mm512_fmadd_ps(_mm512_loadu_ps(x + (size_t)r * lda + i + 16 * u), \
                                                 wv[u], acc[r][u]);                         \
@@ -202,10 +220,12 @@ void mv_int8_colsums(const int8_t *w, int n, int k, int32_t *colsum) {
         for (; i < k; i += 16) {                                                           \
             const __mmask16 in = k - i >= 16 ? 0xffff : (__mmask16)((1u << (k - i)) - 1);   \
             const __m512 wv = _mm512_maskz_loadu_ps(in, w + i);                            \
+            _Pragma("GCC unroll 4")                                                        \
             for (int r = 0; r < M; r++)                                                    \
                 acc[r][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(in, x + (size_t)r * lda + i), \
                                             wv, acc[r][0]);                                \
         }                                                                                  \
+        _Pragma("GCC unroll 4")                                                            \
         for (int r = 0; r < M; r++)                                                        \
             sum[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), \
                                                         _mm512_add_ps(acc[r][2], acc[r][3]))); \
