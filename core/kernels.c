@@ -243,6 +243,35 @@ void tp__softmax_rows(float *x, int rows, int cols) {
     softmax_rows(x, rows, cols);
 }
 
+/* x - log Σ e^x per row: the max, the exps' sum in 16 float lanes (as torch's
+ * vectorised log_softmax sums them), then one subtraction. */
+TP_SIMD_INLINE void log_softmax_rows_body(float *x, int rows, int cols) {
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * cols;
+        int i = 0;
+        tp_v16f vmax = tp_v_set1(-__builtin_inff());
+        for (; i + 16 <= cols; i += 16) {
+            const tp_v16f v = tp_v_load(row + i);
+            vmax = tp_v_select(v > vmax, v, vmax);
+        }
+        float max = tp_v_hmax(vmax);
+        for (; i < cols; i++) max = row[i] > max ? row[i] : max;
+        const tp_v16f vm = tp_v_set1(max);
+        tp_v16f acc = tp_v_set1(0.0f);
+        for (i = 0; i + 16 <= cols; i += 16) acc += tp_v_exp(tp_v_load(row + i) - vm);
+        float sum = tp_v_hsum(acc);
+        for (; i < cols; i++) sum += expf(row[i] - max);
+        const float lse = max + logf(sum);
+        for (i = 0; i < cols; i++) row[i] -= lse;
+    }
+}
+TP_SIMD_DISPATCH(void, log_softmax_rows, (float *x, int rows, int cols), (x, rows, cols))
+
+void tp__log_softmax_rows(float *x, int rows, int cols) {
+    if (cols <= 0) return;
+    log_softmax_rows(x, rows, cols);
+}
+
 void tp__add(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }

@@ -14,6 +14,9 @@ void tp__ref_layer_norm(float *x, int rows, int cols, const float *gamma, const 
 void tp__activate(float *x, size_t n, tp_activation act);
 /* In-place softmax over each row of x[rows×cols]. */
 void tp__softmax_rows(float *x, int rows, int cols);
+
+/* In-place log-softmax over each row of x[rows×cols]. */
+void tp__log_softmax_rows(float *x, int rows, int cols);
 /* x[r] = LayerNorm(x[r] + res[r]) per row of [rows×cols] (res may be NULL), rows
  * split over `threads` threads: the residual add and the norm in one pass. */
 void tp__add_layer_norm(float *x, const float *res, int rows, int cols, const float *gamma,

@@ -18,6 +18,7 @@
 
 #include "../error.h"
 #include "../json_util.h"
+#include "../kernels.h"
 #include "../runtime.h"
 #include "batcher.h"
 
@@ -471,15 +472,6 @@ static int argmax(const float *s, int V) {
     return best;
 }
 
-static void log_softmax(float *s, int V) {
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++) mx = s[i] > mx ? s[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < V; i++) sum += exp((double)s[i] - mx);
-    const float lse = mx + (float)log(sum);
-    for (int i = 0; i < V; i++) s[i] -= lse;
-}
-
 /* ---------------------------------------------------------------- searches */
 
 typedef struct gen {
@@ -597,9 +589,9 @@ static tp_status beam(gen *g, int B, int32_t *out, int *glen, tp_error *err) {
     int cur = T;
     for (;;) {
         int all_hit = 1;
+        tp__log_softmax_rows(g->logits, B * K, V);
         for (int r = 0; r < B * K; r++) {
             float *s = g->logits + (size_t)r * V;
-            log_softmax(s, V);
             process(c, g->seq + (size_t)r * L, cur, T, g->prompt + (size_t)r * g->pn, g->pn, L,
                     2, s, V, g->o, g->p);
             for (int v = 0; v < V; v++) s[v] += run_score[r];

@@ -159,6 +159,33 @@ static void test_softmax(void) {
     for (int i = 0; i < 3; i++) CHECK_NEAR(masked[i], 1.0 / 3, 1e-7);
 }
 
+/* log-softmax over a vocabulary-sized row with a tail and -inf entries (banned
+ * tokens), against double precision */
+static void test_log_softmax(void) {
+    enum { V = 50021 };
+    float *x = malloc(2 * V * sizeof *x);
+    double *want = malloc(V * sizeof *want);
+    for (int i = 0; i < 2 * V; i++) x[i] = (float)((i * 7919) % 2003) / 100.0f - 10.0f;
+    x[5] = x[V - 1] = -INFINITY;
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < V; i++) mx = fmax(mx, x[i]);
+    for (int i = 0; i < V; i++) sum += exp((double)x[i] - mx);
+    for (int i = 0; i < V; i++) want[i] = x[i] - mx - log(sum);
+    tp__log_softmax_rows(x, 2, V);
+    double worst = 0;
+    for (int i = 0; i < V; i++)
+        if (isfinite(want[i])) worst = fmax(worst, fabs(x[i] - want[i]));
+    CHECK_MSG(worst < 1e-5, "log-softmax off by %.3g", worst);
+    CHECK(x[5] == -INFINITY && x[V - 1] == -INFINITY);
+    double total = 0; /* the second row, on its own: its probabilities sum to 1 */
+    for (int i = V; i < 2 * V; i++) total += exp((double)x[i]);
+    CHECK_NEAR(total, 1.0, 1e-5);
+    float one[3] = {2.0f, 2.0f, 2.0f};
+    tp__log_softmax_rows(one, 1, 3);
+    for (int i = 0; i < 3; i++) CHECK_NEAR(one[i], -log(3.0), 1e-7);
+    free(x), free(want);
+}
+
 static void test_add(void) {
     float y[3] = {1, 2, 3}, x[3] = {0.5f, -2, 10};
     tp__add(y, x, 3);
@@ -374,6 +401,7 @@ int main(void) {
     test_layer_norm();
     test_activations();
     test_softmax();
+    test_log_softmax();
     test_add();
     test_dispatch();
     return CHECK_DONE();
