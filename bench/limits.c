@@ -200,41 +200,56 @@ static double sgemm_rate(const backend *be, int m, int n, int k, int trans_b, do
     return 2.0 * m * n * k / t[runs / 2] / 1e9;
 }
 
-/* Median seconds of C[m×n] = A[m×k]·Wᵀ with W [n×k] in `dtype`: fp32 through matmul on
+/* Median seconds of C[m×n] = A[m×k]·op(W), W [n×k] (trans_b) or [k×n], in `dtype`: fp32 through matmul on
  * the weight in place, bf16/int8 through a weight prepared once (matmul_prepared), as
- * the models run them. 0 where the backend does not compute that type. */
-static double product_time(const backend *be, tp_dtype dtype, int m, int n, int k, double budget) {
+ * the models run them. With `stream`, the runs rotate over copies of W that together
+ * exceed any last-level cache (1 GB), so that W comes from memory as in a decoding
+ * step, which reads every layer once. 0 where the backend does not compute the type. */
+enum { MAX_COPIES = 64 };
+static double product_time(const backend *be, tp_dtype dtype, int m, int n, int k, int trans_b,
+                           int stream, double budget) {
+    const double bytes = (double)n * k * (dtype == TP_F32 ? 4 : dtype == TP_BF16 ? 2 : 1);
+    int copies = stream ? (int)(1e9 / bytes) + 1 : 1;
+    if (copies > MAX_COPIES) copies = MAX_COPIES;
+    const int prepared = dtype != TP_F32;
     float *a = malloc((size_t)m * k * sizeof(float));
-    float *w = malloc((size_t)n * k * sizeof(float));
     float *c = malloc((size_t)m * n * sizeof(float));
-    void *handle = NULL;
+    float *w[MAX_COPIES] = {0};
+    void *handle[MAX_COPIES] = {0};
     double t[64];
-    int runs = 0;
-    if (a && w && c) {
-        for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
-        for (size_t i = 0; i < (size_t)n * k; i++) w[i] = (float)((i * 5) % 11) * 0.01f - 0.05f;
-        const tp_weight_desc d = {.struct_size = sizeof d, .dtype = dtype, .data = w,
-                                  .n = n, .k = k, .ld = k, .trans_b = 1};
-        const int prepared = dtype != TP_F32;
-        if (!prepared || (be->vt->prepare_weight &&
-                          be->vt->prepare_weight(be->ctx, &d, &handle) == TP_OK)) {
+    int runs = 0, ready = a && c;
+    for (int i = 0; ready && i < (prepared ? 1 : copies); i++) {
+        if (!(w[i] = malloc((size_t)n * k * sizeof(float)))) ready = 0;
+        for (size_t e = 0; ready && e < (size_t)n * k; e++)
+            w[i][e] = (float)((e * 5 + (size_t)i) % 11) * 0.01f - 0.05f;
+    }
+    if (ready) for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7) % 13) * 0.01f - 0.06f;
+    for (int i = 0; ready && prepared && i < copies; i++) {
+        const tp_weight_desc d = {.struct_size = sizeof d, .dtype = dtype, .data = w[0],
+                                  .n = n, .k = k, .ld = trans_b ? k : n, .trans_b = trans_b};
+        ready = be->vt->prepare_weight && be->vt->prepare_weight(be->ctx, &d, &handle[i]) == TP_OK;
+    }
+    if (ready) {
+        const double start = now_s();
+        for (int it = 0; runs < 64 && (runs < 3 || now_s() - start < budget); it++) {
+            const int i = it % copies;
             tp_matmul_args args = {
                 .struct_size = sizeof args, .m = m, .n = n, .k = k, .a = a, .lda = k,
-                .b = w, .ldb = k, .trans_b = 1, .c = c, .ldc = n, .batch = 1, .alpha = 1.0f,
+                .b = prepared ? w[0] : w[i], .ldb = trans_b ? k : n, .trans_b = trans_b, .c = c, .ldc = n,
+                .batch = 1, .alpha = 1.0f,
             };
-            const double start = now_s();
-            for (int warm = 1; runs < 64 && (runs < 3 || now_s() - start < budget);) {
-                const double t0 = now_s();
-                const tp_status st = prepared ? be->vt->matmul_prepared(be->ctx, &args, handle)
-                                              : be->vt->matmul(be->ctx, &args);
-                if (st != TP_OK) break;
-                if (warm) warm = 0; /* the first: JIT, packing buffers, thread start */
-                else t[runs++] = now_s() - t0;
-            }
-            if (handle && be->vt->release_weight) be->vt->release_weight(be->ctx, handle);
+            const double t0 = now_s();
+            const tp_status st = prepared ? be->vt->matmul_prepared(be->ctx, &args, handle[i])
+                                          : be->vt->matmul(be->ctx, &args);
+            if (st != TP_OK) break;
+            if (it >= copies) t[runs++] = now_s() - t0; /* the first round: JIT, threads, pages */
         }
     }
-    free(a), free(w), free(c);
+    for (int i = 0; i < copies; i++) {
+        if (handle[i] && be->vt->release_weight) be->vt->release_weight(be->ctx, handle[i]);
+        free(w[i]);
+    }
+    free(a), free(c);
     if (!runs) return 0.0;
     qsort(t, (size_t)runs, sizeof t[0], cmp_double);
     return t[runs / 2];
@@ -337,16 +352,15 @@ int main(int argc, char **argv) {
             {2048, 3072, 768, "encoder b16 ffn1, W^T"},
             {2048, 768, 3072, "encoder b16 ffn2, W^T"},
         };
-        /* lm heads: larger than the last-level cache, so read from memory as a decoding
-         * step reads every layer (one layer's weights, re-run, would sit in the cache) */
-        static const struct { int n, k; const char *what; } streams[] = {
-            {50257, 768, "gpt2 lm head"}, {59514, 512, "opus-mt lm head"},
-            {49152, 960, "smollm2 lm head"}};
+        static const struct { int n, k, trans_b; const char *what; } streams[] = {
+            {3072, 768, 0, "gpt2 ffn1 (k x n)"}, {768, 3072, 0, "gpt2 ffn2 (k x n)"},
+            {50257, 768, 1, "gpt2 lm head"}, {2560, 960, 1, "smollm2 gate"},
+            {960, 2560, 1, "smollm2 down"}};
         for (size_t d = 1; d < sizeof types / sizeof types[0]; d++)
             for (size_t s = 0; s < sizeof gemms / sizeof gemms[0]; s++) {
                 int m = gemms[s].m, nn = gemms[s].n, k = gemms[s].k;
                 if (quick) m = m > 256 ? 256 : m, nn = nn > 256 ? 256 : nn, k = k > 256 ? 256 : k;
-                const double t = product_time(&be, types[d].dtype, m, nn, k, quick ? 0.05 : 1.0);
+                const double t = product_time(&be, types[d].dtype, m, nn, k, 1, 0, quick ? 0.05 : 1.0);
                 if (t > 0)
                     printf("  %-8s %4dx%4dx%4d %-26s %7.1f GFLOP/s  %s\n", names[b], m, nn, k,
                            gemms[s].what, 2.0 * m * nn * k / t / 1e9, types[d].name);
@@ -355,11 +369,13 @@ int main(int argc, char **argv) {
             for (size_t s = 0; s < sizeof streams / sizeof streams[0]; s++)
                 for (int m = 1; m <= 4; m += 3) {
                     int nn = streams[s].n, k = streams[s].k;
-                    if (quick) nn = 4096;
-                    const double t = product_time(&be, types[d].dtype, m, nn, k, quick ? 0.05 : 1.0);
+                    if (quick) nn = nn > 1024 ? 1024 : nn;
+                    const double t =
+                        product_time(&be, types[d].dtype, m, nn, k, streams[s].trans_b, !quick,
+                                     quick ? 0.05 : 1.0);
                     const double gbs = (double)nn * k * types[d].bytes / t / 1e9;
                     if (t > 0)
-                        printf("  %-8s %d row%s x %5dx%4d %-16s %s %6.1f GB/s of weights  %5.1f%% "
+                        printf("  %-8s %d row%s x %5dx%4d %-18s %s %6.1f GB/s of weights  %5.1f%% "
                                "of read\n",
                                names[b], m, m > 1 ? "s" : " ", nn, k, streams[s].what,
                                types[d].name, gbs, bw > 0 ? 100.0 * gbs / bw : 0.0);

@@ -240,7 +240,8 @@ MV_F32_DOT(4)
 #pragma GCC pop_options
 
 /* [k×n] weight rows (GPT-2's Conv1D): each thread sweeps its columns row by row, four
- * rows at a time, its sums kept in `acc` (L1-sized): four sequential streams. */
+ * rows at a time, its sums kept in `acc` (L1/L2-sized): four sequential streams. Each
+ * 16-column piece of the four rows is loaded once for all rows of x. */
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 static void f32_rows(const float *w, int ld, int k, int j0, int j1, const float *x, int lda,
                      int m, float *acc) {
@@ -248,23 +249,28 @@ static void f32_rows(const float *w, int ld, int k, int j0, int j1, const float 
     for (int i = 0; i < m * len; i++) acc[i] = 0.0f;
     for (int i = 0; i < k; i += 4) {
         const int rows = k - i < 4 ? k - i : 4;
-        const float *b0 = w + (size_t)i * ld + j0;
-        const float *b1 = rows > 1 ? b0 + ld : b0, *b2 = rows > 2 ? b0 + 2 * (size_t)ld : b0,
-                    *b3 = rows > 3 ? b0 + 3 * (size_t)ld : b0;
-        for (int r = 0; r < m; r++) {
-            const float *xr = x + (size_t)r * lda + i;
-            const __m512 x0 = _mm512_set1_ps(xr[0]), x1 = _mm512_set1_ps(rows > 1 ? xr[1] : 0.0f),
-                         x2 = _mm512_set1_ps(rows > 2 ? xr[2] : 0.0f),
-                         x3 = _mm512_set1_ps(rows > 3 ? xr[3] : 0.0f);
-            float *ar = acc + (size_t)r * len;
-            for (int j = 0; j < len; j += 16) {
-                const __mmask16 in = len - j >= 16 ? 0xffff : (__mmask16)((1u << (len - j)) - 1);
-                __m512 s = _mm512_maskz_loadu_ps(in, ar + j);
-                s = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(in, b0 + j), s);
-                s = _mm512_fmadd_ps(x1, _mm512_maskz_loadu_ps(in, b1 + j), s);
-                s = _mm512_fmadd_ps(x2, _mm512_maskz_loadu_ps(in, b2 + j), s);
-                s = _mm512_fmadd_ps(x3, _mm512_maskz_loadu_ps(in, b3 + j), s);
-                _mm512_mask_storeu_ps(ar + j, in, s);
+        const float *b[4];
+        __m512 xb[MV_MAX_ROWS][4];
+        _Pragma("GCC unroll 4")
+        for (int u = 0; u < 4; u++) b[u] = w + (size_t)(i + (u < rows ? u : 0)) * ld + j0;
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < MV_MAX_ROWS; r++)
+            _Pragma("GCC unroll 4")
+            for (int u = 0; u < 4; u++)
+                xb[r][u] = _mm512_set1_ps(r < m && u < rows ? x[(size_t)r * lda + i + u] : 0.0f);
+        for (int j = 0; j < len; j += 16) {
+            const __mmask16 in = len - j >= 16 ? 0xffff : (__mmask16)((1u << (len - j)) - 1);
+            __m512 wv[4];
+            _Pragma("GCC unroll 4")
+            for (int u = 0; u < 4; u++) wv[u] = _mm512_maskz_loadu_ps(in, b[u] + j);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < MV_MAX_ROWS; r++) {
+                if (r >= m) break;
+                float *ar = acc + (size_t)r * len + j;
+                __m512 s = _mm512_maskz_loadu_ps(in, ar);
+                _Pragma("GCC unroll 4")
+                for (int u = 0; u < 4; u++) s = _mm512_fmadd_ps(xb[r][u], wv[u], s);
+                _mm512_mask_storeu_ps(ar, in, s);
             }
         }
     }
