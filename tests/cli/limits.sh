@@ -1,6 +1,6 @@
 #!/bin/bash
 # tpipe-limits --quick: the peak line, a bandwidth figure, and a GFLOP/s line per
-# loaded backend; the openblas backend names the OpenBLAS core it runs (set from
+# loaded backend, the onednn backend's few-row weight streams; the openblas backend names the OpenBLAS core it runs (set from
 # cpuid unless the user set OPENBLAS_CORETYPE).  Usage: limits.sh BUILD_DIR DATA_DIR SRC
 set -eu
 BUILD=$1
@@ -13,6 +13,15 @@ echo "$out"
 grep -q '^peak .*GFLOP/s' <<<"$out" || { echo "FAIL: no peak line"; exit 1; }
 grep -Eq '^read +[0-9.]+ GB/s' <<<"$out" || { echo "FAIL: no bandwidth line"; exit 1; }
 grep -q 'steps/s' <<<"$out" || { echo "FAIL: no decode bound"; exit 1; }
+if [ -f "$BUILD/lib/tpipe/backends/onednn.so" ]; then
+    # few-row weight streams: fp32 on every machine, one and four rows, both layouts
+    for rows in '1 row ' '4 rows'; do
+        for shape in 'gpt2 ffn1 (k x n)' 'gpt2 lm head'; do
+            grep -Fq "$rows x" <<<"$(grep -F "$shape" <<<"$out" | grep -F ' fp32 ' | grep -F 'GB/s of weights')" ||
+                { echo "FAIL: no fp32 stream line for $rows, $shape"; exit 1; }
+        done
+    done
+fi
 if [ -f "$BUILD/lib/tpipe/backends/openblas.so" ]; then
     grep -Eq '^  openblas .*[0-9.]+ GFLOP/s' <<<"$out" || { echo "FAIL: no openblas rate"; exit 1; }
     grep -q 'core .*(OPENBLAS_CORETYPE\|core .*(detected' <<<"$out" ||

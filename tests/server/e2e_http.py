@@ -156,14 +156,19 @@ try:
     results = []
     lock = threading.Lock()
 
+    # eight beams keep the first request running for tens of ms even on a fast machine;
+    # the other four arrive together while it runs: one waits in the queue, three get 503
+    slow = dict(LONG_GEN, parameters=dict(LONG_GEN["parameters"], num_beams=8))
+
     def fire():
-        r = srv.request("POST", "/models/gpt2", LONG_GEN)
+        r = srv.request("POST", "/models/gpt2", slow)
         with lock:
             results.append(r)
     threads = [threading.Thread(target=fire) for _ in range(5)]
-    for t in threads:
+    threads[0].start()
+    time.sleep(0.005)
+    for t in threads[1:]:
         t.start()
-        time.sleep(0.005)  # a generation takes ~10 ms on a fast machine: stay inside it
     for t in threads:
         t.join()
     codes = sorted(r[0] for r in results)
