@@ -248,14 +248,8 @@ void tp__softmax_rows(float *x, int rows, int cols) {
 TP_SIMD_INLINE void log_softmax_rows_body(float *x, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * cols;
-        int i = 0;
-        tp_v16f vmax = tp_v_set1(-__builtin_inff());
-        for (; i + 16 <= cols; i += 16) {
-            const tp_v16f v = tp_v_load(row + i);
-            vmax = tp_v_select(v > vmax, v, vmax);
-        }
-        float max = tp_v_hmax(vmax);
-        for (; i < cols; i++) max = row[i] > max ? row[i] : max;
+        int i;
+        const float max = tp_v_row_max(row, cols);
         const tp_v16f vm = tp_v_set1(max);
         tp_v16f acc = tp_v_set1(0.0f);
         for (i = 0; i + 16 <= cols; i += 16) acc += tp_v_exp(tp_v_load(row + i) - vm);

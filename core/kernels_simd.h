@@ -177,9 +177,8 @@ TP_SIMD_INLINE tp_v16f tp_v_silu(tp_v16f x) {
     return x / (tp_v_set1(1.0f) + tp_v_exp(-x));
 }
 
-/* In-place softmax of row[0..n): max, e^(x - max) with its sum (16 partial sums),
- * then · 1/sum, as torch.softmax computes it. */
-TP_SIMD_INLINE void tp_v_softmax_row(float *row, int n) {
+/* max of row[0..n) (-inf when n is 0) */
+TP_SIMD_INLINE float tp_v_row_max(const float *row, int n) {
     int i = 0;
     tp_v16f vmax = tp_v_set1(-__builtin_inff());
     for (; i + 16 <= n; i += 16) {
@@ -188,6 +187,14 @@ TP_SIMD_INLINE void tp_v_softmax_row(float *row, int n) {
     }
     float max = tp_v_hmax(vmax);
     for (; i < n; i++) max = row[i] > max ? row[i] : max;
+    return max;
+}
+
+/* In-place softmax of row[0..n): max, e^(x - max) with its sum (16 partial sums),
+ * then · 1/sum, as torch.softmax computes it. */
+TP_SIMD_INLINE void tp_v_softmax_row(float *row, int n) {
+    int i;
+    const float max = tp_v_row_max(row, n);
     const tp_v16f vm = tp_v_set1(max);
     tp_v16f acc = tp_v_set1(0.0f);
     for (i = 0; i + 16 <= n; i += 16) {
