@@ -23,7 +23,6 @@
 #endif
 
 #include "../error.h"
-#include "../kernels.h"
 #include "../kernels_simd.h"
 
 /* The tile loops over QB rows must unroll fully (GCC does not at -O2) so that the
