@@ -234,7 +234,7 @@ static tp_status session_reorder(void *sp, const int *src, tp_error *err) {
 /* ---------------------------------------------------------------- batched step */
 
 typedef struct llama_batch {
-    int rows, keys;               /* what the buffers hold */
+    int rows;                     /* what the buffers hold */
     float *x, *h, *q, *k, *v, *ctx, *gate, *up, *logits;
     tp__kv_slot *slot;
 } llama_batch;
@@ -255,22 +255,17 @@ static void batch_free(void *bp) {
     free(w);
 }
 
-/* *bp holds at least `rows` rows attending over `keys` keys (grown, never shrunk). */
-static tp_status batch_reserve(void **bp, const llama_config *c, int rows, int keys,
-                               tp_error *err) {
+/* *bp holds at least `rows` rows (grown, never shrunk). */
+static tp_status batch_reserve(void **bp, const llama_config *c, int rows, tp_error *err) {
     llama_batch *w = *bp;
-    if (w && w->rows >= rows && w->keys >= keys) return TP_OK;
-    if (w) {
-        rows = rows > w->rows ? rows : w->rows;
-        keys = keys > w->keys ? keys : w->keys;
-    }
+    if (w && w->rows >= rows) return TP_OK;
     batch_free(w);
     *bp = NULL;
     w = calloc(1, sizeof *w);
     if (!w) return tp__error(err, TP_ERR_NOMEM, "out of memory");
     const size_t N = (size_t)rows, H = (size_t)c->hidden;
     const size_t QW = (size_t)c->n_heads * c->head_dim, KW = (size_t)c->n_kv_heads * c->head_dim;
-    w->rows = rows, w->keys = keys;
+    w->rows = rows;
     w->x = malloc(N * H * sizeof(float));
     w->h = malloc(N * H * sizeof(float));
     w->q = malloc(N * QW * sizeof(float));
@@ -300,7 +295,7 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
     const tp__backend *be = ss[0]->be;
     const int H = c->hidden, NH = c->n_heads, NKV = c->n_kv_heads, D = c->head_dim;
     const int QW = NH * D, KW = NKV * D, I = c->inter, V = c->vocab_size;
-    int N = 0, keys = 0;
+    int N = 0;
     for (int i = 0; i < n; i++) {
         const tp__kv_cache *kv = &ss[i]->cache;
         if (ss[i]->l != L || ss[i]->head != TP_HEAD_CAUSAL_LM)
@@ -315,9 +310,8 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
                                  "input_ids[%d] = %d is outside the vocabulary (0..%d)", b,
                                  (int)ids[i][b], V - 1);
         N += kv->rows;
-        if (kv->len + 1 > keys) keys = kv->len + 1;
     }
-    TP_TRY(batch_reserve(scratch, c, N, keys, err));
+    TP_TRY(batch_reserve(scratch, c, N, err));
     llama_batch *w = *scratch;
     for (int i = 0, r = 0; i < n; r += ss[i]->cache.rows, i++) {
         tp__kv_cache_slots(&ss[i]->cache, w->slot + r);
