@@ -170,39 +170,9 @@ static int open_backend(const char *dir, const char *name, int threads, backend 
     return 1;
 }
 
-/* GFLOP/s of C[m×n] = A[m×k]·op(B), median of runs lasting `budget` seconds in all. */
-static double sgemm_rate(const backend *be, int m, int n, int k, int trans_b, double budget) {
-    float *a = malloc((size_t)m * k * sizeof(float));
-    float *b = malloc((size_t)n * k * sizeof(float));
-    float *c = malloc((size_t)m * n * sizeof(float));
-    if (!a || !b || !c) {
-        free(a), free(b), free(c);
-        return 0.0;
-    }
-    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = (float)((i * 7) % 13) * 0.01f;
-    for (size_t i = 0; i < (size_t)n * k; i++) b[i] = (float)((i * 5) % 11) * 0.01f;
-    tp_matmul_args args = {
-        .struct_size = sizeof args, .m = m, .n = n, .k = k,
-        .a = a, .lda = k, .b = b, .ldb = trans_b ? k : n, .trans_b = trans_b,
-        .c = c, .ldc = n, .batch = 1, .alpha = 1.0f,
-    };
-    be->vt->matmul(be->ctx, &args); /* warm-up: JIT, packing buffers, thread start */
-    double t[64];
-    int runs = 0;
-    const double start = now_s();
-    while (runs < 64 && (runs < 3 || now_s() - start < budget)) {
-        const double t0 = now_s();
-        be->vt->matmul(be->ctx, &args);
-        t[runs++] = now_s() - t0;
-    }
-    qsort(t, (size_t)runs, sizeof t[0], cmp_double);
-    free(a), free(b), free(c);
-    return 2.0 * m * n * k / t[runs / 2] / 1e9;
-}
-
-/* Median seconds of C[m×n] = A[m×k]·op(W), W [n×k] (trans_b) or [k×n], in `dtype`: fp32 through matmul on
- * the weight in place, bf16/int8 through a weight prepared once (matmul_prepared), as
- * the models run them. With `stream`, the runs rotate over copies of W that together
+/* Median seconds of C[m×n] = A[m×k]·op(W), W [n×k] (trans_b) or [k×n], in `dtype`:
+ * fp32 through matmul on the weight in place, bf16/int8 through a weight prepared once
+ * (matmul_prepared), as the models run them. With `stream`, the runs rotate over copies of W that together
  * exceed any last-level cache (1 GB), so that W comes from memory as in a decoding
  * step, which reads every layer once. 0 where the backend does not compute the type. */
 enum { MAX_COPIES = 64 };
@@ -340,7 +310,9 @@ int main(int argc, char **argv) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int m = shapes[s].m, nn = shapes[s].n, k = shapes[s].k;
             if (quick) m = m > 256 ? 256 : m, nn = nn > 256 ? 256 : nn, k = k > 256 ? 256 : k;
-            const double r = sgemm_rate(&be, m, nn, k, shapes[s].trans_b, quick ? 0.05 : 1.0);
+            const double t =
+                product_time(&be, TP_F32, m, nn, k, shapes[s].trans_b, 0, quick ? 0.05 : 1.0);
+            const double r = t > 0 ? 2.0 * m * nn * k / t / 1e9 : 0.0;
             printf("  %-8s %4dx%4dx%4d %-26s %7.1f GFLOP/s  %5.1f%% of peak\n", names[b], m,
                    nn, k, shapes[s].what, r, peak > 0 ? 100.0 * r / peak : 0.0);
         }
