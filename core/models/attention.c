@@ -40,6 +40,23 @@ static inline int kv_head(const tp__attn_args *a, int h) {
     return a->kv_heads > 0 ? h / (a->n_heads / a->kv_heads) : h;
 }
 
+/* Score row i of head h over keys [0, tk), already q·k·scale: plus the bias, then the
+ * causal and key masks (in that order, as transformers adds them), then soft-maxed. */
+TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int tk, float *row) {
+    if (a->bias) {
+        const float *b = a->bias + ((size_t)h * a->tq + i) * a->tk;
+        for (int j = 0; j < tk; j++) row[j] += b[j];
+    }
+    if (a->key_mask || a->causal_past >= 0) {
+        const int last = a->causal_past >= 0 ? a->causal_past + i : tk - 1;
+        for (int j = 0; j < tk; j++) {
+            if (j > last) row[j] = -FLT_MAX;
+            else if (a->key_mask) row[j] += a->key_mask[j];
+        }
+    }
+    tp_v_softmax_row(row, tk);
+}
+
 /* ---------------------------------------------------------------- step path */
 
 /* Σ_d q[d]·k[d] */
@@ -58,19 +75,11 @@ TP_SIMD_INLINE void step_row(const tp__attn_args *a, int tk, int h, int i, float
     const int D = a->head_dim, TK = tk, g = kv_head(a, h);
     const float *q = a->q + (size_t)i * a->ldq + (size_t)h * D;
     const float *k = a->k + (size_t)g * D, *v = a->v + (size_t)g * D;
+    /* keys in query i's future are masked below: no product for them */
     const int last = a->causal_past >= 0 ? a->causal_past + i : TK - 1;
-    const float *bias = a->bias ? a->bias + ((size_t)h * a->tq + i) * a->tk : NULL;
-    for (int j = 0; j < TK; j++) {
-        if (j > last) {
-            s[j] = -FLT_MAX;
-            continue;
-        }
-        float x = dot(q, k + (size_t)j * a->ldk, D) * a->scale;
-        if (bias) x += bias[j];
-        if (a->key_mask) x += a->key_mask[j];
-        s[j] = x;
-    }
-    tp_v_softmax_row(s, TK);
+    for (int j = 0; j < TK; j++)
+        s[j] = j > last ? 0.0f : dot(q, k + (size_t)j * a->ldk, D) * a->scale;
+    mask_softmax_row(a, h, i, TK, s);
     float *o = a->out + (size_t)i * a->ldo + (size_t)h * D;
     int d0 = 0;
     while (d0 + 16 <= D) { /* up to four vectors of d per pass over the keys */
@@ -150,24 +159,8 @@ TP_SIMD_INLINE void tile(const tp__attn_args *a, int h, int i0, int tk, int tkp,
         }
     }
 
-    /* bias, masks and softmax per row, in the batched path's order */
     const int rows = TQ - i0 < QB ? TQ - i0 : QB;
-    for (int r = 0; r < rows; r++) {
-        const int i = i0 + r;
-        float *row = s + (size_t)r * tkp;
-        if (a->bias) {
-            const float *b = a->bias + ((size_t)h * TQ + i) * a->tk;
-            for (int j = 0; j < tk; j++) row[j] += b[j];
-        }
-        if (a->key_mask || a->causal_past >= 0) {
-            const int last = a->causal_past >= 0 ? a->causal_past + i : tk - 1;
-            for (int j = 0; j < tk; j++) {
-                if (j > last) row[j] = -FLT_MAX;
-                else if (a->key_mask) row[j] += a->key_mask[j];
-            }
-        }
-        tp_v_softmax_row(row, tk);
-    }
+    for (int r = 0; r < rows; r++) mask_softmax_row(a, h, i0 + r, tk, s + (size_t)r * tkp);
 
     /* out[r][d] = Σ_j p[r][j]·v[j][d], two vectors of d at a time, then a scalar tail */
     const float *v = a->v + (size_t)kv_head(a, h) * D;
