@@ -321,6 +321,9 @@ int main(int argc, char **argv) {
         static const struct { tp_dtype dtype; const char *name; double bytes; } types[] = {
             {TP_F32, "fp32", 4.0}, {TP_BF16, "bf16", 2.0}, {TP_I8, "int8", 1.0}};
         static const struct { int m, n, k; const char *what; } gemms[] = {
+            {128, 768, 768, "encoder b1 q/k/v/o, W^T"},
+            {128, 3072, 768, "encoder b1 ffn1, W^T"},
+            {128, 768, 3072, "encoder b1 ffn2, W^T"},
             {2048, 3072, 768, "encoder b16 ffn1, W^T"},
             {2048, 768, 3072, "encoder b16 ffn2, W^T"},
         };

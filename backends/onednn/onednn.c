@@ -27,6 +27,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "amx.h"
 #include "matvec.h"
 #include "tpipe_backend.h"
 
@@ -62,6 +63,7 @@ typedef struct dn_ctx {
     int has_bf16, has_int8;        /* fast (non-reference) kernels found at create */
     int cvt_bf16, cvt_avx512;      /* the CPU has vcvtneps2bf16 / AVX-512BW for A's conversion */
     int mv_bf16, mv_int8, mv_f32;  /* the CPU runs matvec.h's kernels */
+    int amx_bf16;                  /* and amx.h's, for bf16 products of more rows */
     int team;                      /* threads matvec.h's kernels run on */
     char describe[256];
 } dn_ctx;
@@ -163,6 +165,7 @@ static tp_status dn_create(const tp_backend_config *cfg, void **out, char *why, 
     c->mv_bf16 = c->has_bf16 && mv_bf16_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     c->mv_int8 = c->has_int8 && mv_int8_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     c->mv_f32 = mv_f32_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
+    c->amx_bf16 = c->mv_bf16 && !getenv("TP_ONEDNN_NO_AMX") && amx_bf16_supported();
     if (threads > 0)
         snprintf(c->describe, sizeof c->describe,
                  "oneDNN %d.%d.%d (cpu runtime: %s), ISA %s, %d thread%s", v->major, v->minor,
@@ -174,8 +177,9 @@ static tp_status dn_create(const tp_backend_config *cfg, void **out, char *why, 
                  v->minor, v->patch, runtime_name(v->cpu_runtime),
                  isa_name(dnnl_get_effective_cpu_isa()));
     size_t len = strlen(c->describe);
-    snprintf(c->describe + len, sizeof c->describe - len, "; dtypes fp32%s%s",
-             c->has_bf16 ? " bf16" : "", c->has_int8 ? " int8" : "");
+    snprintf(c->describe + len, sizeof c->describe - len, "; dtypes fp32%s%s%s",
+             c->has_bf16 ? " bf16" : "", c->has_int8 ? " int8" : "",
+             c->amx_bf16 ? "; bf16 products on tpipe's AMX kernel" : "");
     *out = c;
     return TP_OK;
 }
@@ -921,6 +925,17 @@ static tp_status matmul_streamed(const dn_ctx *c, const tp_matmul_args *a, const
     return TP_OK;
 }
 
+/* A bf16 product of more rows on amx.h's kernel. */
+static tp_status matmul_amx(const dn_ctx *c, const tp_matmul_args *a, const dn_weight *h) {
+    uint16_t *x = aligned_alloc(64, (size_t)amx_rows(a->m) * (size_t)h->kpad * sizeof *x);
+    if (!x) return TP_ERR_NOMEM;
+    amx_pack_rows(a->a, a->m, a->k, a->lda, x, h->kpad);
+    const mv_out o = {.c = a->c, .ldc = a->ldc, .bias = a->bias, .activation = (int)a->activation};
+    amx_bf16(h->data, h->n, h->kpad, x, a->m, &o, c->team);
+    free(x);
+    return TP_OK;
+}
+
 static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *handle) {
     dn_ctx *c = ctx;
     const dn_weight *h = handle;
@@ -932,6 +947,8 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
         return TP_ERR_UNSUPPORTED;
     if (a->m == 0) return TP_OK;
     if (h->streamed && a->m <= MV_MAX_ROWS) return matmul_streamed(c, a, h);
+    if (h->streamed && h->dtype == TP_BF16 && c->amx_bf16 && a->m <= AMX_MAX_ROWS)
+        return matmul_amx(c, a, h);
 
     const size_t mk = (size_t)a->m * (size_t)a->k;
     void *src = NULL;

@@ -265,6 +265,59 @@ static void test_prepared(const tp_backend_vtable *vt, void *ctx, const char *na
     }
 }
 
+/* Prepared weights against products of many rows (oneDNN's matmul, or the backend's
+ * own AMX kernel where the CPU has one: 16- and 32-row blocks, a row count that fills
+ * neither, a tail of columns), within the compute type's tolerance of the double
+ * reference, every activation, C at a stride wider than n. */
+static void test_prepared_rows(const tp_backend_vtable *vt, void *ctx, const char *name) {
+    static const struct { int m, n, k; } shapes[] = {{37, 100, 130}, {130, 257, 768}, {16, 64, 64}};
+    static const tp_dtype types[] = {TP_BF16, TP_I8};
+    for (size_t ti = 0; ti < 2; ti++) {
+        if (!vt->supports_dtype(ctx, types[ti])) continue;
+        const double tol = types[ti] == TP_BF16 ? 0.02 : 0.05;
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            const int m = shapes[si].m, n = shapes[si].n, k = shapes[si].k, ldc = n + 3;
+            float *w = malloc((size_t)n * k * sizeof *w), *a = malloc((size_t)m * k * sizeof *a);
+            float *c = malloc((size_t)m * ldc * sizeof *c), *bias = malloc((size_t)n * sizeof *bias);
+            double *dot = malloc((size_t)m * n * sizeof *dot);
+            for (size_t i = 0; i < (size_t)n * k; i++) w[i] = frand();
+            for (size_t i = 0; i < (size_t)m * k; i++) a[i] = frand() * 2.0f;
+            for (int j = 0; j < n; j++) bias[j] = frand();
+            for (int r = 0; r < m; r++)
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int i = 0; i < k; i++) s += (double)a[(size_t)r * k + i] * w[(size_t)j * k + i];
+                    dot[(size_t)r * n + j] = s;
+                }
+            tp_weight_desc wd = {sizeof wd, types[ti], w, n, k, k, 1};
+            void *h = NULL;
+            CHECK_STATUS(vt->prepare_weight(ctx, &wd, &h), TP_OK);
+            for (int act = TP_ACT_NONE; h && act <= TP_ACT_TANH; act++) {
+                for (size_t i = 0; i < (size_t)m * ldc; i++) c[i] = SENTINEL;
+                tp_matmul_args g = {sizeof g, m, n, k, a, k, 0, w, k, 0, 1, c, ldc, 0,
+                                    1, 1.0f, act % 2 ? bias : NULL, (tp_activation)act};
+                CHECK_STATUS(vt->matmul_prepared(ctx, &g, h), TP_OK);
+                double worst = 0;
+                int spilled = 0;
+                for (int r = 0; r < m; r++) {
+                    for (int j = 0; j < n; j++) {
+                        const double want = act_ref(dot[(size_t)r * n + j] + (act % 2 ? bias[j] : 0),
+                                                    (tp_activation)act);
+                        const double e = fabs(c[(size_t)r * ldc + j] - want) / fmax(1.0, fabs(want) + sqrt(k));
+                        worst = isnan(e) || e > worst ? (isnan(e) ? INFINITY : e) : worst;
+                    }
+                    for (int j = n; j < ldc; j++) spilled += c[(size_t)r * ldc + j] != SENTINEL;
+                }
+                CHECK_MSG(worst <= tol && !spilled,
+                          "%s %s m=%d n=%d k=%d act=%d: %g from the reference, %d cells past n written",
+                          name, types[ti] == TP_BF16 ? "bf16" : "int8", m, n, k, act, worst, spilled);
+            }
+            if (h) vt->release_weight(ctx, h);
+            free(w), free(a), free(c), free(bias), free(dot);
+        }
+    }
+}
+
 static void test_backend(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/lib/tpipe/backends/%s.so", TP_BUILD_DIR, name);
@@ -325,6 +378,7 @@ static void test_backend(const char *name) {
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
     CHECK(ta[0].failures == 0 && ta[1].failures == 0);
     if (vt->prepare_weight) test_prepared(vt, ctx, name);
+    if (vt->prepare_weight) test_prepared_rows(vt, ctx, name);
     vt->destroy(ctx);
 
     /* an explicit thread count shows in describe() */

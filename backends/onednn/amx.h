@@ -1,0 +1,46 @@
+/* amx.h: bf16 products of up to AMX_MAX_ROWS rows (a sequence's encoder layers, a
+ * prompt) on Intel AMX tiles, against the bf16 weights matvec.h streams, in the same
+ * BA16a64b2a layout: one prepared copy serves every row count.
+ *
+ * Why not oneDNN's matmul: on the 128-row products of an encoder layer its AMX kernel
+ * (oneDNN 2.6, brgemm) ran at 350-460 GFLOP/s on the accelerator machine's two vCPUs;
+ * with this kernel DistilBERT's bf16 forward at 128 tokens went from 34.9 to 28.3 ms
+ * there. On 2048 rows (16 sequences) oneDNN's stayed faster (414 against 502 ms), so
+ * products of more rows stay with it. docs/backends.md has the figures.
+ *
+ * The product is tiled in 32×32 blocks of C (four 16×16 fp32 tiles fed by two tiles of
+ * A and two of B, all eight tile registers), each block's K loop reading A from L2
+ * (rows are taken in chunks that fit there) and one 32-column panel of B.
+ *
+ * Thread-safety: pure functions of their arguments; each call runs an OpenMP team of
+ * `threads` threads of the calling thread, each with its own tile configuration. */
+#ifndef TP_ONEDNN_AMX_H
+#define TP_ONEDNN_AMX_H
+
+#include <stdint.h>
+
+#include "matvec.h"
+
+/* Between the 128 rows where this kernel was measured faster and the 2048 where
+ * oneDNN's was. */
+enum { AMX_MAX_ROWS = 512 };
+
+/* Whether this CPU has AMX-BF16 and the kernel lets this process use the tile state
+ * (Linux grants it on request, once per process). */
+int amx_bf16_supported(void);
+
+/* A's bf16 copy has amx_rows(m) rows of kpad: the tiles load 16 rows at a time; the
+ * rows past m are read (zeros) but their results are not stored. */
+static inline int amx_rows(int m) { return (m + 15) & ~15; }
+
+/* Converts fp32 rows a [m×k] (row stride lda) to x [amx_rows(m) × kpad], stored as the
+ * tiles amx_bf16 loads, zero past m and past k (the zero weights there must not meet
+ * a NaN). */
+void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad);
+
+/* c[m×n] = act(x · w + bias) through o. w: bf16 BA16a64b2a (matvec.h), K padded to
+ * kpad (a multiple of 32) with zeros; x from amx_pack_rows. */
+void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
+              int threads);
+
+#endif
