@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include "amx.h"
 
-#include <math.h>
 #include <omp.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,8 +13,6 @@
 #include <sys/syscall.h>
 #endif
 
-#include "../../core/kernels_simd.h"
-#include "tpipe_backend.h"
 
 enum {
     AMX_BLOCK = 32,      /* rows and columns of C per block */
@@ -120,46 +117,11 @@ AMX_TARGET static void block_16(const uint16_t *a, int kpad, const uint16_t *b, 
     _tile_stored(1, out + 16, 4 * ld);
 }
 
-/* As matvec.c's epilogue and oneDNN's post-ops: + bias, then the activation. */
-TP_SIMD_AVX512 static tp_v16f finish16(tp_v16f v, const float *bias, int lanes, int act) {
-    if (bias) {
-        float t[16] = {0};
-        memcpy(t, bias, (size_t)lanes * sizeof *t);
-        v += tp_v_load(t);
-    }
-    switch (act) {
-    case TP_ACT_GELU: return tp_v_gelu(v);
-    case TP_ACT_GELU_TANH: return tp_v_gelu_tanh(v);
-    case TP_ACT_SILU: return tp_v_silu(v);
-    case TP_ACT_RELU: return tp_v_select(v > tp_v_set1(0.0f), v, tp_v_set1(0.0f));
-    case TP_ACT_TANH: {
-        float t[16];
-        tp_v_store(t, v);
-        for (int l = 0; l < 16; l++) t[l] = tanhf(t[l]);
-        return tp_v_load(t);
-    }
-    default: return v;
-    }
-}
-
 /* Writes rows × cols of the block at (r0, n0) from buf through the epilogue. */
-TP_SIMD_AVX512 static void store_block(const float *buf, int rows, int cols, int r0, int n0,
-                                       const mv_out *o) {
-    for (int r = 0; r < rows; r++) {
-        float *c = o->c + (size_t)(r0 + r) * o->ldc + n0;
-        for (int j = 0; j < cols; j += 16) {
-            const int lanes = cols - j < 16 ? cols - j : 16;
-            const tp_v16f v = finish16(tp_v_load(buf + r * AMX_BLOCK + j),
-                                       o->bias ? o->bias + n0 + j : NULL, lanes, o->activation);
-            if (lanes == 16) {
-                tp_v_store(c + j, v);
-            } else {
-                float t[16];
-                tp_v_store(t, v);
-                memcpy(c + j, t, (size_t)lanes * sizeof *t);
-            }
-        }
-    }
+static void store_block(const float *buf, int rows, int cols, int r0, int n0, const mv_out *o) {
+    for (int r = 0; r < rows; r++)
+        mv_epilogue(buf + r * AMX_BLOCK, cols, o->bias ? o->bias + n0 : NULL, o->activation,
+                    o->c + (size_t)(r0 + r) * o->ldc + n0);
 }
 
 /* Rows of fp32 A to bf16 tiles: tile (rb, kb) holds rows 16rb.. and columns 32kb..
@@ -187,12 +149,8 @@ typedef struct amx_job {
 } amx_job;
 
 /* The activation over a whole block of C, in place. */
-TP_SIMD_AVX512 static void activate_block(float *c, int ldc, int rows, int act) {
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < AMX_BLOCK; j += 16) {
-            float *p = c + (size_t)r * ldc + j;
-            tp_v_store(p, finish16(tp_v_load(p), NULL, 16, act));
-        }
+static void activate_block(float *c, int ldc, int rows, int act) {
+    for (int r = 0; r < rows; r++) mv_epilogue(c + (size_t)r * ldc, AMX_BLOCK, NULL, act, c + (size_t)r * ldc);
 }
 
 /* Job j: row chunk j / groups, column group j % groups. Inside, each 32-column panel

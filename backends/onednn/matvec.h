@@ -32,6 +32,10 @@ typedef struct mv_out {
     int activation;        /* tp_activation */
 } mv_out;
 
+/* c[0..cols) = act(sum + bias) (bias may be NULL; sum may be c): the epilogue of every
+ * kernel here and of amx.h's, vectorised (AVX-512: only where the kernels run). */
+void mv_epilogue(const float *sum, int cols, const float *bias, int act, float *c);
+
 /* x: [m][kpad] bf16, zero beyond k. */
 void mv_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
              int threads);
