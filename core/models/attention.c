@@ -227,8 +227,15 @@ TP_SIMD_DISPATCH(void, fused_items,
 
 /* ---------------------------------------------------------------- both */
 
-tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
-    if (a->tq <= 0 || a->n_heads <= 0 || a->head_dim <= 0 || a->tk <= 0) return TP_OK;
+/* What one row needs: its keys (right padding left out), path, work items, scratch. */
+typedef struct row_plan {
+    int tk, fused, items;
+    size_t scratch;
+} row_plan;
+
+static row_plan plan_row(const tp__attn_args *a) {
+    row_plan p = {0, 0, 0, 0};
+    if (a->tq <= 0 || a->n_heads <= 0 || a->head_dim <= 0 || a->tk <= 0) return p;
     int tk = a->tk;
     if (a->key_mask && a->causal_past < 0) {
         /* trailing hidden keys (right padding) get weight exactly 0: leave them out,
@@ -237,14 +244,37 @@ tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error 
         while (last >= 0 && a->key_mask[last] < -0.5f * FLT_MAX) last--;
         if (last >= 0) tk = last + 1;
     }
-    const int fused = a->tq >= FUSED_MIN_TQ;
-    const int items = fused ? a->n_heads * ((a->tq + QB - 1) / QB) : a->n_heads * a->tq;
     const int tkp = (tk + KB - 1) / KB * KB;
-    const size_t scratch = fused ? ((size_t)a->head_dim + QB) * (size_t)tkp : (size_t)tk;
+    p.tk = tk;
+    p.fused = a->tq >= FUSED_MIN_TQ;
+    p.items = p.fused ? a->n_heads * ((a->tq + QB - 1) / QB) : a->n_heads * a->tq;
+    p.scratch = p.fused ? ((size_t)a->head_dim + QB) * (size_t)tkp : (size_t)tk;
+    return p;
+}
+
+tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
+    return tp__attention_rows(be, a, 1, err);
+}
+
+tp_status tp__attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
+                             tp_error *err) {
+    if (n <= 0) return TP_OK;
+    row_plan few[TP_ATTN_ROWS], *plan = n <= TP_ATTN_ROWS ? few : malloc((size_t)n * sizeof *plan);
+    if (!plan) return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %d rows", n);
+    int items = 0, all_fused = 1;
+    size_t scratch = 0;
+    int64_t step_work = 0;
+    for (int r = 0; r < n; r++) {
+        plan[r] = plan_row(&rows[r]);
+        items += plan[r].items;
+        all_fused &= plan[r].fused || !plan[r].items;
+        scratch = plan[r].scratch > scratch ? plan[r].scratch : scratch;
+        if (!plan[r].fused) step_work += (int64_t)plan[r].items * plan[r].tk * rows[r].head_dim;
+    }
     int threads = tp__backend_threads(be);
     if (threads > items) threads = items;
     /* a decoding step's few thousand multiply-adds do not pay for waking a team */
-    if (!fused && (int64_t)items * tk * a->head_dim < STEP_MIN_PARALLEL) threads = 1;
+    if (!all_fused && step_work < STEP_MIN_PARALLEL) threads = 1;
     int failed = 0;
     (void)threads;
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
@@ -254,18 +284,24 @@ tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error 
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        float *buf = malloc(scratch * sizeof(float));
+        /* this thread's share of the items of all rows, numbered row after row */
         const int begin = (int)((int64_t)items * t / nt), end = (int)((int64_t)items * (t + 1) / nt);
-        if (!buf)
-            failed = 1;
-        else if (fused)
-            fused_items(a, tk, begin, end, buf);
-        else
-            step_items(a, tk, begin, end, buf);
+        float *buf = begin < end ? malloc(scratch * sizeof(float)) : NULL;
+        if (begin < end && !buf) failed = 1;
+        for (int r = 0, first = 0; buf && r < n && first < end; first += plan[r].items, r++) {
+            const int lo = begin > first ? begin - first : 0;
+            const int hi = end - first < plan[r].items ? end - first : plan[r].items;
+            if (lo >= hi) continue;
+            if (plan[r].fused)
+                fused_items(&rows[r], plan[r].tk, lo, hi, buf);
+            else
+                step_items(&rows[r], plan[r].tk, lo, hi, buf);
+        }
         free(buf);
     }
+    if (plan != few) free(plan);
     if (failed)
-        return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %d keys of %d heads",
-                         a->tk, a->n_heads);
+        return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %zu floats of scratch",
+                         scratch);
     return TP_OK;
 }

@@ -324,17 +324,22 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
         TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wq, l->self.bq, H, TP_ACT_NONE, w->q, err));
         TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wk, l->self.bk, H, TP_ACT_NONE, w->k, err));
         TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wv, l->self.bv, H, TP_ACT_NONE, w->v, err));
-        for (int b = 0; b < B; b++) {
-            const size_t row = (size_t)b * cache->cap * H, at = row + (size_t)past * H;
-            memcpy(sk + at, w->k + (size_t)b * n * H, (size_t)n * H * sizeof(float));
-            memcpy(sv + at, w->v + (size_t)b * n * H, (size_t)n * H * sizeof(float));
-            tp__attn_args a = {
-                .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
-                .q = w->q + (size_t)b * n * H, .ldq = H,
-                .k = sk + row, .ldk = H, .v = sv + row, .ldv = H,
-                .key_mask = NULL, .causal_past = past, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
-            };
-            TP_TRY(tp__attention(be, &a, err));
+        tp__attn_args a[TP_ATTN_ROWS];
+        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
+            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
+            for (int i = 0; i < rows; i++) {
+                const int b = b0 + i;
+                const size_t row = (size_t)b * cache->cap * H, at = row + (size_t)past * H;
+                memcpy(sk + at, w->k + (size_t)b * n * H, (size_t)n * H * sizeof(float));
+                memcpy(sv + at, w->v + (size_t)b * n * H, (size_t)n * H * sizeof(float));
+                a[i] = (tp__attn_args){
+                    .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
+                    .q = w->q + (size_t)b * n * H, .ldq = H,
+                    .k = sk + row, .ldk = H, .v = sv + row, .ldv = H,
+                    .key_mask = NULL, .causal_past = past, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+                };
+            }
+            TP_TRY(tp__attention_rows(be, a, rows, err));
         }
         TP_TRY(attn_out(be, c, &l->self, l->ln1_g, l->ln1_b, Bn, w, err));
 
@@ -342,16 +347,19 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
         TP_TRY(tp__linear(be, w->x, Bn, H, l->cross.wq, l->cross.bq, H, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * H;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * H;
-        for (int b = 0; b < B; b++) {
-            const int src = cache->src ? cache->src[b] : b;
-            const size_t r0 = (size_t)src * S * H;
-            tp__attn_args a = {
-                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
-                .q = w->q + (size_t)b * n * H, .ldq = H,
-                .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
-                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
-            };
-            TP_TRY(tp__attention(be, &a, err));
+        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
+            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
+            for (int i = 0; i < rows; i++) {
+                const int b = b0 + i, src = cache->src ? cache->src[b] : b;
+                const size_t r0 = (size_t)src * S * H;
+                a[i] = (tp__attn_args){
+                    .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+                    .q = w->q + (size_t)b * n * H, .ldq = H,
+                    .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
+                    .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+                };
+            }
+            TP_TRY(tp__attention_rows(be, a, rows, err));
         }
         TP_TRY(attn_out(be, c, &l->cross, l->ln2_g, l->ln2_b, Bn, w, err));
 
@@ -685,8 +693,11 @@ static tp_status session_reorder(void *sp, const int *src, tp_error *err) {
     for (int li = 0; li < s->mdl->c.dec_layers; li++)
         for (float *blk = k->sk; blk; blk = blk == k->sk ? k->sv : NULL) {
             float *base = blk + (size_t)li * k->B * row;
-            for (int r = 0; r < k->B; r++) memcpy(s->spare + r * row, base + src[r] * row, used);
-            for (int r = 0; r < k->B; r++) memcpy(base + r * row, s->spare + r * row, used);
+            /* a beam that continues itself keeps its rows where they are */
+            for (int r = 0; r < k->B; r++)
+                if (src[r] != r) memcpy(s->spare + r * row, base + src[r] * row, used);
+            for (int r = 0; r < k->B; r++)
+                if (src[r] != r) memcpy(base + r * row, s->spare + r * row, used);
         }
     for (int r = 0; r < k->B; r++) s->spare_src[r] = k->src[src[r]];
     memcpy(k->src, s->spare_src, (size_t)k->B * sizeof(int));

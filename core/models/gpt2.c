@@ -301,21 +301,26 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
             st = conv1d(be, w->h, N, H, l->attn_w, l->attn_b, 3 * H, TP_ACT_NONE, w->qkv, err);
         float scale = c->scale_attn ? (float)(1.0 / sqrt((double)D)) : 1.0f;
         if (c->scale_by_layer) scale /= (float)(li + 1);
-        for (int r = 0; r < N && st == TP_OK; r++) {
-            const tp__kv_slot *sl = &w->slot[r];
-            const float *row = w->qkv + (size_t)r * 3 * H;
-            memcpy(tp__kv_k(sl->cache, li, sl->row, sl->past), row + H, (size_t)H * sizeof(float));
-            memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), row + 2 * H,
-                   (size_t)H * sizeof(float));
-            tp__attn_args a = {
-                .n_heads = NH, .head_dim = D, .tq = 1, .tk = sl->past + 1,
-                .q = row, .ldq = 3 * H,
-                .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = H,
-                .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = H,
-                .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
-                .causal_past = sl->past, .scale = scale, .out = w->ctx + (size_t)r * H, .ldo = H,
-            };
-            st = tp__attention(be, &a, err);
+        tp__attn_args a[TP_ATTN_ROWS];
+        for (int r0 = 0; r0 < N && st == TP_OK; r0 += TP_ATTN_ROWS) {
+            const int rows = N - r0 < TP_ATTN_ROWS ? N - r0 : TP_ATTN_ROWS;
+            for (int i = 0; i < rows; i++) {
+                const int r = r0 + i;
+                const tp__kv_slot *sl = &w->slot[r];
+                const float *row = w->qkv + (size_t)r * 3 * H;
+                memcpy(tp__kv_k(sl->cache, li, sl->row, sl->past), row + H, (size_t)H * sizeof(float));
+                memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), row + 2 * H,
+                       (size_t)H * sizeof(float));
+                a[i] = (tp__attn_args){
+                    .n_heads = NH, .head_dim = D, .tq = 1, .tk = sl->past + 1,
+                    .q = row, .ldq = 3 * H,
+                    .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = H,
+                    .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = H,
+                    .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
+                    .causal_past = sl->past, .scale = scale, .out = w->ctx + (size_t)r * H, .ldo = H,
+                };
+            }
+            st = tp__attention_rows(be, a, rows, err);
         }
         if (st == TP_OK)
             st = conv1d(be, w->ctx, N, H, l->proj_w, l->proj_b, H, TP_ACT_NONE, w->h, err);

@@ -333,17 +333,22 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
         TP_TRY(tp__linear(be, w->h, Bn, H, l->self.wq, NULL, I, TP_ACT_NONE, w->q, err));
         TP_TRY(tp__linear(be, w->h, Bn, H, l->self.wk, NULL, I, TP_ACT_NONE, w->k, err));
         TP_TRY(tp__linear(be, w->h, Bn, H, l->self.wv, NULL, I, TP_ACT_NONE, w->v, err));
-        for (int b = 0; b < B; b++) {
-            const size_t row = (size_t)b * cache->cap * I, at = row + (size_t)past * I;
-            memcpy(sk + at, w->k + (size_t)b * n * I, (size_t)n * I * sizeof(float));
-            memcpy(sv + at, w->v + (size_t)b * n * I, (size_t)n * I * sizeof(float));
-            tp__attn_args a = {
-                .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
-                .q = w->q + (size_t)b * n * I, .ldq = I,
-                .k = sk + row, .ldk = I, .v = sv + row, .ldv = I,
-                .key_mask = NULL, .causal_past = past, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I, .bias = w->bias,
-            };
-            TP_TRY(tp__attention(be, &a, err));
+        tp__attn_args a[TP_ATTN_ROWS];
+        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
+            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
+            for (int i = 0; i < rows; i++) {
+                const int b = b0 + i;
+                const size_t row = (size_t)b * cache->cap * I, at = row + (size_t)past * I;
+                memcpy(sk + at, w->k + (size_t)b * n * I, (size_t)n * I * sizeof(float));
+                memcpy(sv + at, w->v + (size_t)b * n * I, (size_t)n * I * sizeof(float));
+                a[i] = (tp__attn_args){
+                    .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
+                    .q = w->q + (size_t)b * n * I, .ldq = I,
+                    .k = sk + row, .ldk = I, .v = sv + row, .ldv = I,
+                    .key_mask = NULL, .causal_past = past, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I, .bias = w->bias,
+                };
+            }
+            TP_TRY(tp__attention_rows(be, a, rows, err));
         }
         TP_TRY(attn_out(be, c, &l->self, Bn, w, err));
 
@@ -353,16 +358,19 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
         TP_TRY(tp__linear(be, w->h, Bn, H, l->cross.wq, NULL, I, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * I;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * I;
-        for (int b = 0; b < B; b++) {
-            const int src = cache->src ? cache->src[b] : b;
-            const size_t r0 = (size_t)src * S * I;
-            tp__attn_args a = {
-                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
-                .q = w->q + (size_t)b * n * I, .ldq = I,
-                .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
-                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
-            };
-            TP_TRY(tp__attention(be, &a, err));
+        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
+            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
+            for (int i = 0; i < rows; i++) {
+                const int b = b0 + i, src = cache->src ? cache->src[b] : b;
+                const size_t r0 = (size_t)src * S * I;
+                a[i] = (tp__attn_args){
+                    .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+                    .q = w->q + (size_t)b * n * I, .ldq = I,
+                    .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
+                    .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
+                };
+            }
+            TP_TRY(tp__attention_rows(be, a, rows, err));
         }
         TP_TRY(attn_out(be, c, &l->cross, Bn, w, err));
 
