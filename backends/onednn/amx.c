@@ -77,11 +77,14 @@ AMX_TARGET static void start_c(const float *bias, int two_rows) {
 /* Tiles: 0-3 C (rows 0-15 / 16-31 × columns 0-15 / 16-31), 4-5 A, 6-7 B. A: tiles of
  * 16 rows × 32 bf16, stored whole (amx_pack_rows), 1 KB apart along K; B: 16 pairs of
  * rows, each 16 columns × 2, at the layout's stride of 128 bf16 (256 bytes). The block
- * goes to out, rows `ld` floats apart. */
-AMX_TARGET static void block_32(const uint16_t *a, int kpad, const uint16_t *b, int cold,
-                                const float *bias, float *out, long ld) {
+ * goes to out, rows `ld` floats apart. A last block of at most 16 rows (two_rows 0)
+ * uses tiles 0, 1, 4, 6 and 7 only; inlined with a constant two_rows, each caller gets
+ * its own loop without the test. */
+AMX_TARGET static inline __attribute__((always_inline)) void
+block(const uint16_t *a, int kpad, const uint16_t *b, int two_rows, int cold, const float *bias,
+      float *out, long ld) {
     const uint16_t *a1 = a + 16 * (size_t)kpad;
-    start_c(bias, 1);
+    start_c(bias, two_rows);
     for (int i = 0; i < kpad; i += 32) {
         const uint16_t *bi = b + (size_t)i * 64;
         if (cold) prefetch_b(b, i, kpad);
@@ -90,31 +93,18 @@ AMX_TARGET static void block_32(const uint16_t *a, int kpad, const uint16_t *b, 
         _tile_loadd(7, bi + 32, 256);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + 16 * i, 64);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
+        if (two_rows) {
+            _tile_loadd(5, a1 + 16 * i, 64);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
     }
     _tile_stored(0, out, 4 * ld);
     _tile_stored(1, out + 16, 4 * ld);
-    _tile_stored(2, out + 16 * ld, 4 * ld);
-    _tile_stored(3, out + 16 * ld + 16, 4 * ld);
-}
-
-/* The same for a last block of at most 16 rows. */
-AMX_TARGET static void block_16(const uint16_t *a, int kpad, const uint16_t *b, int cold,
-                                const float *bias, float *out, long ld) {
-    start_c(bias, 0);
-    for (int i = 0; i < kpad; i += 32) {
-        const uint16_t *bi = b + (size_t)i * 64;
-        if (cold) prefetch_b(b, i, kpad);
-        _tile_loadd(4, a + 16 * i, 64);
-        _tile_loadd(6, bi, 256);
-        _tile_loadd(7, bi + 32, 256);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
+    if (two_rows) {
+        _tile_stored(2, out + 16 * ld, 4 * ld);
+        _tile_stored(3, out + 16 * ld + 16, 4 * ld);
     }
-    _tile_stored(0, out, 4 * ld);
-    _tile_stored(1, out + 16, 4 * ld);
 }
 
 /* Writes rows × cols of the block at (r0, n0) from buf through the epilogue. */
@@ -176,10 +166,12 @@ AMX_TARGET static void run_job(const amx_job *q, int j, float *buf) {
             const int whole = cols == AMX_BLOCK && (rows == 16 || rows == AMX_BLOCK);
             float *c = o->c + (size_t)r0 * o->ldc + n0;
             const float *bias = whole && o->bias ? o->bias + n0 : NULL;
+            float *out = whole ? c : buf;
+            const long ld = whole ? o->ldc : AMX_BLOCK;
             if (rows > 16)
-                block_32(a, q->kpad, b, r0 == r_begin, bias, whole ? c : buf, whole ? o->ldc : AMX_BLOCK);
+                block(a, q->kpad, b, 1, r0 == r_begin, bias, out, ld);
             else
-                block_16(a, q->kpad, b, r0 == r_begin, bias, whole ? c : buf, whole ? o->ldc : AMX_BLOCK);
+                block(a, q->kpad, b, 0, r0 == r_begin, bias, out, ld);
             if (pending) activate_block(pending, o->ldc, pending_rows, o->activation);
             pending = NULL;
             if (!whole)
