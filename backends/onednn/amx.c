@@ -23,14 +23,18 @@ enum {
 
 enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
 
-int amx_bf16_supported(void) {
+/* CPUID.(7,0).EDX bit `feature` (22 AMX-BF16, 25 AMX-INT8) and AMX-TILE (24), and the
+ * tile state granted: the kernel keeps the 8 KB of it off until the process asks (and
+ * refuses where it cannot save it). */
+static int amx_supported(int feature) {
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0; /* AMX-BF16, AMX-TILE */
-    /* the kernel keeps the 8 KB tile state off until the process asks (and refuses
-     * where it cannot save it) */
+    if (!(d & (1u << feature)) || !(d & (1u << 24))) return 0;
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
+
+int amx_bf16_supported(void) { return amx_supported(22); }
+int amx_int8_supported(void) { return amx_supported(25); }
 
 /* ldtilecfg's 64-byte operand: palette 1, every tile 16 rows of 64 bytes */
 typedef struct amx_config {
@@ -40,6 +44,7 @@ typedef struct amx_config {
 } amx_config;
 
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+#define AMX_INT8_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq")))
 
 /* The first row block to meet a panel of B reads it from memory: tile loads leave
  * the prefetchers behind (one thread ran at a third of its in-cache rate on a model's
@@ -207,9 +212,204 @@ void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, cons
     run_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), jobs);
 }
 
+/* ---------------------------------------------------------------- int8 */
+
+/* The int8 weights stay as matvec.h streams them, [n×k] with k contiguous, which is
+ * how AMX reads its first operand: so the weights are that operand (16 outputs × 64
+ * inputs per tile) and the activations the second, packed four inputs per 32-bit cell
+ * (amx_pack_int8). Each tile then holds Cᵀ (16 outputs × 16 rows), turned back in the
+ * epilogue with a 16×16 transpose. */
+
+/* r[i] lane j <- r[j] lane i */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* then s[4i + e], 128-bit lane L: rows 4i..4i+3 of column 4L + e */
+    for (int i = 0; i < 4; i++) {
+        const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int e = 0; e < 4; e++) {
+        const __m512 a0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
+        const __m512 a1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
+        const __m512 b0 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
+        const __m512 b1 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
+        t[e] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        t[4 + e] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        t[8 + e] = _mm512_shuffle_f32x4(a0, b0, 0xdd);
+        t[12 + e] = _mm512_shuffle_f32x4(a1, b1, 0xdd);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+__attribute__((target("avx512f")))
+void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *xp) {
+    const int kq = kpad / 4, rows = amx_rows(m);
+    for (int g = 0; g < rows; g += 16)
+        for (int t0 = 0; t0 < kq; t0 += 16) {
+            __m512 v[16];
+            for (int r = 0; r < 16; r++)
+                v[r] = g + r < m ? _mm512_loadu_ps((const float *)(q + (size_t)(g + r) * kpad) + t0)
+                                 : _mm512_setzero_ps();
+            transpose16(v); /* 32-bit cells moved whole: four int8 each */
+            float *out = (float *)(xp + (size_t)g * kpad) + (size_t)t0 * 16;
+            for (int t = 0; t < 16; t++) _mm512_storeu_ps(out + 16 * t, v[t]);
+        }
+}
+
+typedef struct amx_int8_job {
+    const int8_t *w, *x;
+    int n, k, kpad, m, chunk, groups;
+    const float *wscale, *xscale;
+    const mv_out *o;
+} amx_int8_job;
+
+/* A block's sums as the tiles stored them: quadrant (a, b) at s + (2b + a) · 256 holds
+ * outputs n0 + 16a.. by rows m0 + 16b.. . Scaled as oneDNN's post-ops do (× column
+ * scale, × row scale), transposed, biased and stored into C; the activation then runs
+ * over the block's rows, 32 columns a call (per 16-column piece, the calls had cost
+ * as much as the products of a 768-input layer). */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+static void int8_block_out(const amx_int8_job *q, const int32_t *s, int n0, int m0, int mrows) {
+    const mv_out *o = q->o;
+    for (int b = 0; 16 * b < mrows; b++) {
+        const int mb = mrows - 16 * b < 16 ? mrows - 16 * b : 16;
+        const __m512 xs = _mm512_maskz_loadu_ps((__mmask16)((1u << mb) - 1), q->xscale + m0 + 16 * b);
+        for (int a = 0; a < 2 && n0 + 16 * a < q->n; a++) {
+            const int c0 = n0 + 16 * a, cols = q->n - c0 < 16 ? q->n - c0 : 16;
+            const __mmask16 in = (__mmask16)((1u << cols) - 1);
+            const int32_t *t = s + (2 * b + a) * 256;
+            __m512 v[16];
+            for (int i = 0; i < 16; i++) {
+                const __m512 ws = _mm512_set1_ps(i < cols ? q->wscale[c0 + i] : 0.0f);
+                v[i] = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(t + 16 * i)), ws), xs);
+            }
+            transpose16(v);
+            const __m512 bias = o->bias ? _mm512_maskz_loadu_ps(in, o->bias + c0) : _mm512_setzero_ps();
+            float *c = o->c + (size_t)(m0 + 16 * b) * o->ldc + c0;
+            for (int r = 0; r < mb; r++)
+                _mm512_mask_storeu_ps(c + (size_t)r * o->ldc, in, _mm512_add_ps(v[r], bias));
+        }
+    }
+    if (o->activation) {
+        const int cols = q->n - n0 < AMX_BLOCK ? q->n - n0 : AMX_BLOCK;
+        for (int r = 0; r < mrows; r++) {
+            float *c = o->c + (size_t)(m0 + r) * o->ldc + n0;
+            mv_epilogue(c, cols, NULL, o->activation, c);
+        }
+    }
+}
+
+/* The first row block to meet a panel of the weights fetches its 32 rows' lines
+ * AMX_AHEAD steps of K ahead, as prefetch_b does for bf16. */
+static inline void prefetch_w(const int8_t *w, int k, int i, int kpad) {
+    if (i + AMX_AHEAD * 64 >= kpad) return;
+    for (int r = 0; r < 32; r++) _mm_prefetch((const char *)(w + (size_t)r * k + i + AMX_AHEAD * 64), _MM_HINT_T0);
+}
+
+/* Tiles: 0-3 sums (quadrants as int8_block_out reads them), 4-5 the weights' 32
+ * outputs, 6-7 the rows' 16 + 16. A block's sums are stored into one half of `s`
+ * while the other half's block goes through the epilogue: reading back what a tile
+ * store just wrote stalls. */
+AMX_INT8_TARGET static void run_int8_job(const amx_int8_job *q, int j, int32_t *s) {
+    const int blocks = (q->n + AMX_BLOCK - 1) / AMX_BLOCK;
+    const int g = j % q->groups, r_begin = (j / q->groups) * q->chunk;
+    const int r_end = q->m < r_begin + q->chunk ? q->m : r_begin + q->chunk;
+    const int b_begin = (int)((int64_t)blocks * g / q->groups);
+    const int b_end = (int)((int64_t)blocks * (g + 1) / q->groups);
+    int pending = 0, pn0 = 0, pm0 = 0, prows = 0, half = 0;
+    for (int nb = b_begin; nb < b_end; nb++) {
+        const int n0 = nb * AMX_BLOCK;
+        const int8_t *w0 = q->w + (size_t)n0 * q->k, *w1 = w0 + 16 * (size_t)q->k;
+        for (int m0 = r_begin; m0 < r_end; m0 += AMX_BLOCK) {
+            const int mrows = r_end - m0 < AMX_BLOCK ? r_end - m0 : AMX_BLOCK, cold = m0 == r_begin;
+            const int8_t *x0 = q->x + (size_t)m0 * q->kpad, *x1 = x0 + 16 * (size_t)q->kpad;
+            int32_t *out = s + half * 1024;
+            _tile_zero(0);
+            _tile_zero(1);
+            if (mrows > 16) {
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int i = 0; i < q->kpad; i += 64) {
+                    if (cold) prefetch_w(w0, q->k, i, q->kpad);
+                    _tile_loadd(4, w0 + i, q->k);
+                    _tile_loadd(5, w1 + i, q->k);
+                    _tile_loadd(6, x0 + i * 16, 64);
+                    _tile_loadd(7, x1 + i * 16, 64);
+                    _tile_dpbssd(0, 4, 6);
+                    _tile_dpbssd(1, 5, 6);
+                    _tile_dpbssd(2, 4, 7);
+                    _tile_dpbssd(3, 5, 7);
+                }
+                _tile_stored(2, out + 512, 64);
+                _tile_stored(3, out + 768, 64);
+            } else {
+                for (int i = 0; i < q->kpad; i += 64) {
+                    if (cold) prefetch_w(w0, q->k, i, q->kpad);
+                    _tile_loadd(4, w0 + i, q->k);
+                    _tile_loadd(5, w1 + i, q->k);
+                    _tile_loadd(6, x0 + i * 16, 64);
+                    _tile_dpbssd(0, 4, 6);
+                    _tile_dpbssd(1, 5, 6);
+                }
+            }
+            _tile_stored(0, out, 64);
+            _tile_stored(1, out + 256, 64);
+            if (pending) int8_block_out(q, s + (half ^ 1) * 1024, pn0, pm0, prows);
+            pending = 1, pn0 = n0, pm0 = m0, prows = mrows, half ^= 1;
+        }
+    }
+    if (pending) int8_block_out(q, s + (half ^ 1) * 1024, pn0, pm0, prows);
+}
+
+AMX_INT8_TARGET static void run_int8_jobs(const amx_int8_job *q, int first, int stride, int jobs) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+    _tile_loadconfig(&cfg);
+    int32_t s[2 * 1024] __attribute__((aligned(64)));
+    for (int j = first; j < jobs; j += stride) run_int8_job(q, j, s);
+    _tile_release();
+}
+
+void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
+              const float *wscale, const float *xscale, const mv_out *o, int threads) {
+    const int team = threads > 0 ? threads : 1;
+    const int blocks = (n + AMX_BLOCK - 1) / AMX_BLOCK;
+    int chunk = AMX_A_BYTES / kpad / AMX_BLOCK * AMX_BLOCK;
+    if (chunk < AMX_BLOCK) chunk = AMX_BLOCK;
+    const int chunks = (m + chunk - 1) / chunk;
+    const amx_int8_job q = {w, x, n, k, kpad, m, chunk, blocks < team ? blocks : team,
+                            wscale, xscale, o};
+    const int jobs = chunks * q.groups;
+#pragma omp parallel num_threads(team) if (jobs > 1)
+    run_int8_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), jobs);
+}
+
 #else
 
 int amx_bf16_supported(void) { return 0; }
+
+int amx_int8_supported(void) { return 0; }
+
+void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *xp) {
+    (void)q, (void)m, (void)kpad, (void)xp;
+}
+
+void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
+              const float *wscale, const float *xscale, const mv_out *o, int threads) {
+    (void)w, (void)n, (void)k, (void)x, (void)m, (void)kpad, (void)wscale, (void)xscale, (void)o,
+        (void)threads;
+}
+
 
 void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad) {
     (void)a, (void)m, (void)k, (void)lda, (void)x, (void)kpad;

@@ -1,12 +1,13 @@
-/* amx.h: bf16 products of up to AMX_MAX_ROWS rows (a sequence's encoder layers, a
- * prompt) on Intel AMX tiles, against the bf16 weights matvec.h streams, in the same
- * BA16a64b2a layout: one prepared copy serves every row count.
+/* amx.h: bf16 and int8 products of up to AMX_MAX_ROWS rows (a sequence's encoder
+ * layers, a prompt) on Intel AMX tiles, against the weights matvec.h streams, in the
+ * same layouts (bf16 BA16a64b2a, int8 [n×k]): one prepared copy serves every row count.
  *
  * Why not oneDNN's matmul: on the 128-row products of an encoder layer its AMX kernel
  * (oneDNN 2.6, brgemm) ran at 350-460 GFLOP/s on the accelerator machine's two vCPUs;
  * with this kernel DistilBERT's bf16 forward at 128 tokens went from 34.9 to 28.3 ms
- * there. On 2048 rows (16 sequences) oneDNN's stayed faster (414 against 502 ms), so
- * products of more rows stay with it. docs/backends.md has the figures.
+ * there; int8 DistilBERT went from 25.8 to 21.0 ms. On 2048 rows (16 sequences)
+ * oneDNN's stayed faster (bf16 414 against 502 ms, int8 399 against 471), so products
+ * of more rows stay with it. docs/backends.md has the figures.
  *
  * The product is tiled in 32×32 blocks of C (four 16×16 fp32 tiles fed by two tiles of
  * A and two of B, all eight tile registers), each block's K loop reading A from L2
@@ -42,5 +43,21 @@ void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad)
  * kpad (a multiple of 32) with zeros; x from amx_pack_rows. */
 void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
               int threads);
+
+/* int8, as oneDNN's int8 matmul computes it here: A quantized per row (q, scale
+ * xscale), the weights per column (w, wscale), exact integer sums, then
+ * act(sum · wscale · xscale + bias). */
+int amx_int8_supported(void);
+
+/* Rows q [m × kpad] (s8, zero past k) to x [amx_rows(m) × kpad], as amx_int8 loads
+ * them: per 16 rows, each group of four inputs of each row in one 32-bit cell, the 16
+ * rows' cells side by side; zero past m. */
+void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *x);
+
+/* c[m×n] = act(x · wᵀ · scales + bias) through o. w: [n×k] s8 rows, readable (any
+ * values) up to row n rounded up to 32 and kpad - k bytes past the last one; kpad: k
+ * rounded up to 64; x from amx_pack_int8. */
+void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
+              const float *wscale, const float *xscale, const mv_out *o, int threads);
 
 #endif

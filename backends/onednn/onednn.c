@@ -63,7 +63,7 @@ typedef struct dn_ctx {
     int has_bf16, has_int8;        /* fast (non-reference) kernels found at create */
     int cvt_bf16, cvt_avx512;      /* the CPU has vcvtneps2bf16 / AVX-512BW for A's conversion */
     int mv_bf16, mv_int8, mv_f32;  /* the CPU runs matvec.h's kernels */
-    int amx_bf16;                  /* and amx.h's, for bf16 products of more rows */
+    int amx_bf16, amx_int8;        /* and amx.h's, for bf16 / int8 products of more rows */
     int team;                      /* threads matvec.h's kernels run on */
     char describe[256];
 } dn_ctx;
@@ -166,6 +166,7 @@ static tp_status dn_create(const tp_backend_config *cfg, void **out, char *why, 
     c->mv_int8 = c->has_int8 && mv_int8_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     c->mv_f32 = mv_f32_supported() && !getenv("TP_ONEDNN_NO_MATVEC");
     c->amx_bf16 = c->mv_bf16 && !getenv("TP_ONEDNN_NO_AMX") && amx_bf16_supported();
+    c->amx_int8 = c->mv_int8 && !getenv("TP_ONEDNN_NO_AMX") && amx_int8_supported();
     if (threads > 0)
         snprintf(c->describe, sizeof c->describe,
                  "oneDNN %d.%d.%d (cpu runtime: %s), ISA %s, %d thread%s", v->major, v->minor,
@@ -177,9 +178,13 @@ static tp_status dn_create(const tp_backend_config *cfg, void **out, char *why, 
                  v->minor, v->patch, runtime_name(v->cpu_runtime),
                  isa_name(dnnl_get_effective_cpu_isa()));
     size_t len = strlen(c->describe);
-    snprintf(c->describe + len, sizeof c->describe - len, "; dtypes fp32%s%s%s",
+    snprintf(c->describe + len, sizeof c->describe - len, "; dtypes fp32%s%s%s%s",
              c->has_bf16 ? " bf16" : "", c->has_int8 ? " int8" : "",
-             c->amx_bf16 ? "; bf16 products on tpipe's AMX kernel" : "");
+             c->amx_bf16 && c->amx_int8 ? "; bf16 and int8"
+             : c->amx_bf16               ? "; bf16"
+             : c->amx_int8               ? "; int8"
+                                         : "",
+             c->amx_bf16 || c->amx_int8 ? " products on tpipe's AMX kernels" : "");
     *out = c;
     return TP_OK;
 }
@@ -779,7 +784,9 @@ static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **ou
             return TP_ERR_UNSUPPORTED;
         }
     }
-    const size_t size = (dnnl_memory_desc_get_size(&h->md) + 63) & ~(size_t)63;
+    size_t size = (dnnl_memory_desc_get_size(&h->md) + 63) & ~(size_t)63;
+    if (h->streamed && w->dtype == TP_I8 && c->amx_int8) /* what amx_int8 may read */
+        size = size > (size_t)((w->n + 31) & ~31) * w->k + 64 ? size : (size_t)((w->n + 31) & ~31) * w->k + 64;
     float *inv = NULL;
     tp_status st = TP_OK;
     if (!(h->data = aligned_alloc(64, size))) st = TP_ERR_NOMEM;
@@ -936,6 +943,25 @@ static tp_status matmul_amx(const dn_ctx *c, const tp_matmul_args *a, const dn_w
     return TP_OK;
 }
 
+/* An int8 product of more rows on amx.h's kernel, A quantized as for oneDNN. */
+static tp_status matmul_amx_int8(const dn_ctx *c, const tp_matmul_args *a, const dn_weight *h) {
+    const size_t len = (size_t)amx_rows(a->m) * (size_t)h->kpad;
+    int8_t *q = calloc(len, 1), *x = aligned_alloc(64, len);
+    float *xscale = malloc((size_t)a->m * sizeof *xscale);
+    if (!q || !x || !xscale) {
+        free(q), free(x), free(xscale);
+        return TP_ERR_NOMEM;
+    }
+    for (int r = 0; r < a->m; r++)
+        quantize_rows(c, a->a + (size_t)r * a->lda, 1, a->k, a->lda, q + (size_t)r * h->kpad,
+                      xscale + r);
+    amx_pack_int8(q, a->m, h->kpad, x);
+    const mv_out o = {.c = a->c, .ldc = a->ldc, .bias = a->bias, .activation = (int)a->activation};
+    amx_int8(h->data, h->n, h->k, x, a->m, h->kpad, h->scales, xscale, &o, c->team);
+    free(q), free(x), free(xscale);
+    return TP_OK;
+}
+
 static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *handle) {
     dn_ctx *c = ctx;
     const dn_weight *h = handle;
@@ -949,6 +975,8 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
     if (h->streamed && a->m <= MV_MAX_ROWS) return matmul_streamed(c, a, h);
     if (h->streamed && h->dtype == TP_BF16 && c->amx_bf16 && a->m <= AMX_MAX_ROWS)
         return matmul_amx(c, a, h);
+    if (h->streamed && h->dtype == TP_I8 && c->amx_int8 && a->m <= AMX_MAX_ROWS)
+        return matmul_amx_int8(c, a, h);
 
     const size_t mk = (size_t)a->m * (size_t)a->k;
     void *src = NULL;
