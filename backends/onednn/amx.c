@@ -188,12 +188,17 @@ AMX_TARGET static void run_job(const amx_job *q, int j, float *buf) {
     if (pending) activate_block(pending, o->ldc, pending_rows, o->activation);
 }
 
-AMX_TARGET static void run_jobs(const amx_job *q, int first, int stride, int jobs) {
+/* This thread's tile configuration: palette 1, every tile 16 rows of 64 bytes. */
+__attribute__((target("amx-tile"))) static void tiles_on(void) {
     amx_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
     _tile_loadconfig(&cfg);
+}
+
+AMX_TARGET static void run_jobs(const amx_job *q, int first, int stride, int jobs) {
+    tiles_on();
     float buf[AMX_BLOCK * AMX_BLOCK] __attribute__((aligned(64)));
     for (int j = first; j < jobs; j += stride) run_job(q, j, buf);
     _tile_release();
@@ -370,11 +375,7 @@ AMX_INT8_TARGET static void run_int8_job(const amx_int8_job *q, int j, int32_t *
 }
 
 AMX_INT8_TARGET static void run_int8_jobs(const amx_int8_job *q, int first, int stride, int jobs) {
-    amx_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
-    _tile_loadconfig(&cfg);
+    tiles_on();
     int32_t s[2 * 1024] __attribute__((aligned(64)));
     for (int j = first; j < jobs; j += stride) run_int8_job(q, j, s);
     _tile_release();
