@@ -259,7 +259,8 @@ tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error 
 tp_status tp__attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
                              tp_error *err) {
     if (n <= 0) return TP_OK;
-    row_plan few[TP_ATTN_ROWS], *plan = n <= TP_ATTN_ROWS ? few : malloc((size_t)n * sizeof *plan);
+    /* a beam search's or a small batch's plans on the stack; larger batches allocate */
+    row_plan few[16], *plan = n <= 16 ? few : malloc((size_t)n * sizeof *plan);
     if (!plan) return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %d rows", n);
     int items = 0, all_fused = 1;
     size_t scratch = 0;

@@ -30,9 +30,6 @@ typedef struct tp__attn_args {
 
 tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err);
 
-/* Rows a caller gathers on its stack per tp__attention_rows call (more are fine). */
-enum { TP_ATTN_ROWS = 16 };
-
 /* The attention of n rows (a batch's, a beam search's) in one go: their work items
  * are shared out among the threads together, so a decoding step whose rows are each
  * too small to split (a few heads over a few dozen keys) still runs on all of them. */

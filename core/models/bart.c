@@ -145,6 +145,7 @@ typedef struct bart_cache {
 typedef struct bart_work {
     float *x, *q, *k, *v, *ctx, *tmp; /* [rows, H] */
     float *ffn;                       /* [rows, F] */
+    tp__attn_args *attn;              /* [rows]: a step's attention, one per batch row */
 } bart_work;
 
 /* ---------------------------------------------------------------- state */
@@ -157,6 +158,7 @@ static void work_free(bart_work *w) {
     free(w->ctx);
     free(w->tmp);
     free(w->ffn);
+    free(w->attn);
 }
 
 static tp_status work_alloc(bart_work *w, size_t rows, size_t H, size_t F, tp_error *err) {
@@ -168,7 +170,8 @@ static tp_status work_alloc(bart_work *w, size_t rows, size_t H, size_t F, tp_er
     w->ctx = malloc(rows * H * sizeof(float));
     w->tmp = malloc(rows * H * sizeof(float));
     w->ffn = malloc(rows * F * sizeof(float));
-    if (!w->x || !w->q || !w->k || !w->v || !w->ctx || !w->tmp || !w->ffn) {
+    w->attn = malloc(rows * sizeof *w->attn);
+    if (!w->x || !w->q || !w->k || !w->v || !w->ctx || !w->tmp || !w->ffn || !w->attn) {
         work_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of %zu tokens",
                          rows);
@@ -324,43 +327,35 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
         TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wq, l->self.bq, H, TP_ACT_NONE, w->q, err));
         TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wk, l->self.bk, H, TP_ACT_NONE, w->k, err));
         TP_TRY(tp__linear(be, w->x, Bn, H, l->self.wv, l->self.bv, H, TP_ACT_NONE, w->v, err));
-        tp__attn_args a[TP_ATTN_ROWS];
-        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
-            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
-            for (int i = 0; i < rows; i++) {
-                const int b = b0 + i;
-                const size_t row = (size_t)b * cache->cap * H, at = row + (size_t)past * H;
-                memcpy(sk + at, w->k + (size_t)b * n * H, (size_t)n * H * sizeof(float));
-                memcpy(sv + at, w->v + (size_t)b * n * H, (size_t)n * H * sizeof(float));
-                a[i] = (tp__attn_args){
-                    .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
-                    .q = w->q + (size_t)b * n * H, .ldq = H,
-                    .k = sk + row, .ldk = H, .v = sv + row, .ldv = H,
-                    .key_mask = NULL, .causal_past = past, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
-                };
-            }
-            TP_TRY(tp__attention_rows(be, a, rows, err));
+        for (int b = 0; b < B; b++) {
+            const size_t row = (size_t)b * cache->cap * H, at = row + (size_t)past * H;
+            memcpy(sk + at, w->k + (size_t)b * n * H, (size_t)n * H * sizeof(float));
+            memcpy(sv + at, w->v + (size_t)b * n * H, (size_t)n * H * sizeof(float));
+            w->attn[b] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
+                .q = w->q + (size_t)b * n * H, .ldq = H,
+                .k = sk + row, .ldk = H, .v = sv + row, .ldv = H,
+                .key_mask = NULL, .causal_past = past, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+            };
         }
+        TP_TRY(tp__attention_rows(be, w->attn, B, err));
         TP_TRY(attn_out(be, c, &l->self, l->ln1_g, l->ln1_b, Bn, w, err));
 
         /* cross-attention over the encoder output, source padding masked */
         TP_TRY(tp__linear(be, w->x, Bn, H, l->cross.wq, l->cross.bq, H, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * H;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * H;
-        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
-            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
-            for (int i = 0; i < rows; i++) {
-                const int b = b0 + i, src = cache->src ? cache->src[b] : b;
-                const size_t r0 = (size_t)src * S * H;
-                a[i] = (tp__attn_args){
-                    .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
-                    .q = w->q + (size_t)b * n * H, .ldq = H,
-                    .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
-                    .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
-                };
-            }
-            TP_TRY(tp__attention_rows(be, a, rows, err));
+        for (int b = 0; b < B; b++) {
+            const int src = cache->src ? cache->src[b] : b;
+            const size_t r0 = (size_t)src * S * H;
+            w->attn[b] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+                .q = w->q + (size_t)b * n * H, .ldq = H,
+                .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
+                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
+            };
         }
+        TP_TRY(tp__attention_rows(be, w->attn, B, err));
         TP_TRY(attn_out(be, c, &l->cross, l->ln2_g, l->ln2_b, Bn, w, err));
 
         TP_TRY(ffn(be, c, c->dec_ffn, l->w1, l->b1, l->w2, l->b2, l->ln3_g, l->ln3_b, Bn, w,

@@ -215,6 +215,7 @@ typedef struct gpt2_batch {
     int rows;                     /* what the buffers hold */
     float *x, *h, *qkv, *ctx, *ffn, *logits;
     tp__kv_slot *slot;
+    tp__attn_args *attn;          /* one per row: a layer's attention in one call */
 } gpt2_batch;
 
 static void batch_free(void *bp) {
@@ -227,6 +228,7 @@ static void batch_free(void *bp) {
     free(w->ffn);
     free(w->logits);
     free(w->slot);
+    free(w->attn);
     free(w);
 }
 
@@ -248,7 +250,8 @@ static tp_status batch_reserve(void **bp, const gpt2_config *c, int rows, tp_err
     w->ffn = malloc(N * c->inner * sizeof(float));
     w->logits = malloc(N * c->vocab_size * sizeof(float));
     w->slot = malloc(N * sizeof *w->slot);
-    if (!w->x || !w->h || !w->qkv || !w->ctx || !w->ffn || !w->logits || !w->slot) {
+    w->attn = malloc(N * sizeof *w->attn);
+    if (!w->x || !w->h || !w->qkv || !w->ctx || !w->ffn || !w->logits || !w->slot || !w->attn) {
         batch_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for a batch of %d gpt2 rows", rows);
     }
@@ -301,27 +304,22 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
             st = conv1d(be, w->h, N, H, l->attn_w, l->attn_b, 3 * H, TP_ACT_NONE, w->qkv, err);
         float scale = c->scale_attn ? (float)(1.0 / sqrt((double)D)) : 1.0f;
         if (c->scale_by_layer) scale /= (float)(li + 1);
-        tp__attn_args a[TP_ATTN_ROWS];
-        for (int r0 = 0; r0 < N && st == TP_OK; r0 += TP_ATTN_ROWS) {
-            const int rows = N - r0 < TP_ATTN_ROWS ? N - r0 : TP_ATTN_ROWS;
-            for (int i = 0; i < rows; i++) {
-                const int r = r0 + i;
-                const tp__kv_slot *sl = &w->slot[r];
-                const float *row = w->qkv + (size_t)r * 3 * H;
-                memcpy(tp__kv_k(sl->cache, li, sl->row, sl->past), row + H, (size_t)H * sizeof(float));
-                memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), row + 2 * H,
-                       (size_t)H * sizeof(float));
-                a[i] = (tp__attn_args){
-                    .n_heads = NH, .head_dim = D, .tq = 1, .tk = sl->past + 1,
-                    .q = row, .ldq = 3 * H,
-                    .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = H,
-                    .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = H,
-                    .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
-                    .causal_past = sl->past, .scale = scale, .out = w->ctx + (size_t)r * H, .ldo = H,
-                };
-            }
-            st = tp__attention_rows(be, a, rows, err);
+        for (int r = 0; r < N && st == TP_OK; r++) {
+            const tp__kv_slot *sl = &w->slot[r];
+            const float *row = w->qkv + (size_t)r * 3 * H;
+            memcpy(tp__kv_k(sl->cache, li, sl->row, sl->past), row + H, (size_t)H * sizeof(float));
+            memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), row + 2 * H,
+                   (size_t)H * sizeof(float));
+            w->attn[r] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = 1, .tk = sl->past + 1,
+                .q = row, .ldq = 3 * H,
+                .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = H,
+                .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = H,
+                .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
+                .causal_past = sl->past, .scale = scale, .out = w->ctx + (size_t)r * H, .ldo = H,
+            };
         }
+        if (st == TP_OK) st = tp__attention_rows(be, w->attn, N, err);
         if (st == TP_OK)
             st = conv1d(be, w->ctx, N, H, l->proj_w, l->proj_b, H, TP_ACT_NONE, w->h, err);
         if (st != TP_OK) break;

@@ -237,6 +237,7 @@ typedef struct llama_batch {
     int rows;                     /* what the buffers hold */
     float *x, *h, *q, *k, *v, *ctx, *gate, *up, *logits;
     tp__kv_slot *slot;
+    tp__attn_args *attn;          /* one per row: a layer's attention in one call */
 } llama_batch;
 
 static void batch_free(void *bp) {
@@ -252,6 +253,7 @@ static void batch_free(void *bp) {
     free(w->up);
     free(w->logits);
     free(w->slot);
+    free(w->attn);
     free(w);
 }
 
@@ -276,8 +278,9 @@ static tp_status batch_reserve(void **bp, const llama_config *c, int rows, tp_er
     w->up = malloc(N * c->inter * sizeof(float));
     w->logits = malloc(N * c->vocab_size * sizeof(float));
     w->slot = malloc(N * sizeof *w->slot);
+    w->attn = malloc(N * sizeof *w->attn);
     if (!w->x || !w->h || !w->q || !w->k || !w->v || !w->ctx || !w->gate || !w->up ||
-        !w->logits || !w->slot) {
+        !w->logits || !w->slot || !w->attn) {
         batch_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for a batch of %d llama rows", rows);
     }
@@ -327,30 +330,25 @@ static tp_status session_step_many(void *const *sessions, int n, const int32_t *
         st = tp__linear(be, w->h, N, H, l->wq, l->bq, QW, TP_ACT_NONE, w->q, err);
         if (st == TP_OK) st = tp__linear(be, w->h, N, H, l->wk, l->bk, KW, TP_ACT_NONE, w->k, err);
         if (st == TP_OK) st = tp__linear(be, w->h, N, H, l->wv, l->bv, KW, TP_ACT_NONE, w->v, err);
-        tp__attn_args a[TP_ATTN_ROWS];
-        for (int r0 = 0; r0 < N && st == TP_OK; r0 += TP_ATTN_ROWS) {
-            const int rows = N - r0 < TP_ATTN_ROWS ? N - r0 : TP_ATTN_ROWS;
-            for (int i = 0; i < rows; i++) {
-                const int r = r0 + i;
-                const tp__kv_slot *sl = &w->slot[r];
-                rope(w->q + (size_t)r * QW, NH, D, c->inv_freq, sl->pos);
-                rope(w->k + (size_t)r * KW, NKV, D, c->inv_freq, sl->pos);
-                memcpy(tp__kv_k(sl->cache, li, sl->row, sl->past), w->k + (size_t)r * KW,
-                       (size_t)KW * sizeof(float));
-                memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), w->v + (size_t)r * KW,
-                       (size_t)KW * sizeof(float));
-                a[i] = (tp__attn_args){
-                    .n_heads = NH, .kv_heads = NKV, .head_dim = D, .tq = 1, .tk = sl->past + 1,
-                    .q = w->q + (size_t)r * QW, .ldq = QW,
-                    .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = KW,
-                    .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = KW,
-                    .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
-                    .causal_past = sl->past, .scale = scale,
-                    .out = w->ctx + (size_t)r * QW, .ldo = QW,
-                };
-            }
-            st = tp__attention_rows(be, a, rows, err);
+        for (int r = 0; r < N && st == TP_OK; r++) {
+            const tp__kv_slot *sl = &w->slot[r];
+            rope(w->q + (size_t)r * QW, NH, D, c->inv_freq, sl->pos);
+            rope(w->k + (size_t)r * KW, NKV, D, c->inv_freq, sl->pos);
+            memcpy(tp__kv_k(sl->cache, li, sl->row, sl->past), w->k + (size_t)r * KW,
+                   (size_t)KW * sizeof(float));
+            memcpy(tp__kv_v(sl->cache, li, sl->row, sl->past), w->v + (size_t)r * KW,
+                   (size_t)KW * sizeof(float));
+            w->attn[r] = (tp__attn_args){
+                .n_heads = NH, .kv_heads = NKV, .head_dim = D, .tq = 1, .tk = sl->past + 1,
+                .q = w->q + (size_t)r * QW, .ldq = QW,
+                .k = tp__kv_k(sl->cache, li, sl->row, 0), .ldk = KW,
+                .v = tp__kv_v(sl->cache, li, sl->row, 0), .ldv = KW,
+                .key_mask = sl->cache->mask + (size_t)sl->row * sl->cache->cap,
+                .causal_past = sl->past, .scale = scale,
+                .out = w->ctx + (size_t)r * QW, .ldo = QW,
+            };
         }
+        if (st == TP_OK) st = tp__attention_rows(be, w->attn, N, err);
         if (st == TP_OK)
             st = tp__linear(be, w->ctx, N, QW, l->wo, l->bo, H, TP_ACT_NONE, w->h, err);
         if (st != TP_OK) break;

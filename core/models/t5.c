@@ -115,6 +115,7 @@ typedef struct t5_work {
     float *q, *k, *v, *ctx;    /* [rows, I] */
     float *ff0, *ff1;          /* [rows, F] */
     float *bias;               /* [NH * tq * tk] position bias of one batch row */
+    tp__attn_args *attn;       /* [rows]: a step's attention, one per batch row */
 } t5_work;
 
 /* ---------------------------------------------------------------- state */
@@ -130,6 +131,7 @@ static void work_free(t5_work *w) {
     free(w->ff0);
     free(w->ff1);
     free(w->bias);
+    free(w->attn);
 }
 
 static tp_status work_alloc(t5_work *w, const t5_config *c, size_t rows, size_t att,
@@ -146,8 +148,9 @@ static tp_status work_alloc(t5_work *w, const t5_config *c, size_t rows, size_t 
     w->ff0 = malloc(rows * F * sizeof(float));
     w->ff1 = malloc(rows * F * sizeof(float));
     w->bias = malloc(att * sizeof(float));
+    w->attn = malloc(rows * sizeof *w->attn);
     if (!w->x || !w->h || !w->tmp || !w->q || !w->k || !w->v || !w->ctx || !w->ff0 ||
-        !w->ff1 || !w->bias) {
+        !w->ff1 || !w->bias || !w->attn) {
         work_free(w);
         return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of %zu tokens",
                          rows);
@@ -333,23 +336,18 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
         TP_TRY(tp__linear(be, w->h, Bn, H, l->self.wq, NULL, I, TP_ACT_NONE, w->q, err));
         TP_TRY(tp__linear(be, w->h, Bn, H, l->self.wk, NULL, I, TP_ACT_NONE, w->k, err));
         TP_TRY(tp__linear(be, w->h, Bn, H, l->self.wv, NULL, I, TP_ACT_NONE, w->v, err));
-        tp__attn_args a[TP_ATTN_ROWS];
-        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
-            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
-            for (int i = 0; i < rows; i++) {
-                const int b = b0 + i;
-                const size_t row = (size_t)b * cache->cap * I, at = row + (size_t)past * I;
-                memcpy(sk + at, w->k + (size_t)b * n * I, (size_t)n * I * sizeof(float));
-                memcpy(sv + at, w->v + (size_t)b * n * I, (size_t)n * I * sizeof(float));
-                a[i] = (tp__attn_args){
-                    .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
-                    .q = w->q + (size_t)b * n * I, .ldq = I,
-                    .k = sk + row, .ldk = I, .v = sv + row, .ldv = I,
-                    .key_mask = NULL, .causal_past = past, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I, .bias = w->bias,
-                };
-            }
-            TP_TRY(tp__attention_rows(be, a, rows, err));
+        for (int b = 0; b < B; b++) {
+            const size_t row = (size_t)b * cache->cap * I, at = row + (size_t)past * I;
+            memcpy(sk + at, w->k + (size_t)b * n * I, (size_t)n * I * sizeof(float));
+            memcpy(sv + at, w->v + (size_t)b * n * I, (size_t)n * I * sizeof(float));
+            w->attn[b] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = n, .tk = total,
+                .q = w->q + (size_t)b * n * I, .ldq = I,
+                .k = sk + row, .ldk = I, .v = sv + row, .ldv = I,
+                .key_mask = NULL, .causal_past = past, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I, .bias = w->bias,
+            };
         }
+        TP_TRY(tp__attention_rows(be, w->attn, B, err));
         TP_TRY(attn_out(be, c, &l->self, Bn, w, err));
 
         /* cross-attention over the encoder output: no position bias, source padding
@@ -358,20 +356,17 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
         TP_TRY(tp__linear(be, w->h, Bn, H, l->cross.wq, NULL, I, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * I;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * I;
-        for (int b0 = 0; b0 < B; b0 += TP_ATTN_ROWS) {
-            const int rows = B - b0 < TP_ATTN_ROWS ? B - b0 : TP_ATTN_ROWS;
-            for (int i = 0; i < rows; i++) {
-                const int b = b0 + i, src = cache->src ? cache->src[b] : b;
-                const size_t r0 = (size_t)src * S * I;
-                a[i] = (tp__attn_args){
-                    .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
-                    .q = w->q + (size_t)b * n * I, .ldq = I,
-                    .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
-                    .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
-                };
-            }
-            TP_TRY(tp__attention_rows(be, a, rows, err));
+        for (int b = 0; b < B; b++) {
+            const int src = cache->src ? cache->src[b] : b;
+            const size_t r0 = (size_t)src * S * I;
+            w->attn[b] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+                .q = w->q + (size_t)b * n * I, .ldq = I,
+                .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
+                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
+            };
         }
+        TP_TRY(tp__attention_rows(be, w->attn, B, err));
         TP_TRY(attn_out(be, c, &l->cross, Bn, w, err));
 
         TP_TRY(ffn(be, c, l->ln3, &l->ffn, Bn, w, err));
