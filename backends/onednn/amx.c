@@ -137,10 +137,35 @@ void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad)
     }
 }
 
+/* How a product's work is shared out: jobs of one row chunk (A's rows in L2) by one
+ * group of 32-column blocks, as many groups as threads. */
+typedef struct amx_split {
+    int m, chunk, blocks, groups, jobs;
+} amx_split;
+
+static amx_split split_work(int m, int n, size_t row_bytes, int team) {
+    amx_split p = {.m = m, .blocks = (n + AMX_BLOCK - 1) / AMX_BLOCK};
+    p.chunk = (int)(AMX_A_BYTES / row_bytes) / AMX_BLOCK * AMX_BLOCK;
+    if (p.chunk < AMX_BLOCK) p.chunk = AMX_BLOCK;
+    p.groups = p.blocks < team ? p.blocks : team;
+    p.jobs = (m + p.chunk - 1) / p.chunk * p.groups;
+    return p;
+}
+
+/* Job j's rows [*r0, *r1) and column blocks [*b0, *b1). */
+static inline void split_job(const amx_split *p, int j, int *r0, int *r1, int *b0, int *b1) {
+    const int g = j % p->groups;
+    *r0 = (j / p->groups) * p->chunk;
+    *r1 = p->m < *r0 + p->chunk ? p->m : *r0 + p->chunk;
+    *b0 = (int)((int64_t)p->blocks * g / p->groups);
+    *b1 = (int)((int64_t)p->blocks * (g + 1) / p->groups);
+}
+
 typedef struct amx_job {
     const uint16_t *w, *x;
-    int n, kpad, m, chunk, groups;
+    int n, kpad;
     const mv_out *o;
+    amx_split split;
 } amx_job;
 
 /* The activation over a whole block of C, in place. */
@@ -155,11 +180,8 @@ static void activate_block(float *c, int ldc, int rows, int act) {
  * block is computed. Partial blocks go through buf and store_block. */
 AMX_TARGET static void run_job(const amx_job *q, int j, float *buf) {
     const mv_out *o = q->o;
-    const int blocks = (q->n + AMX_BLOCK - 1) / AMX_BLOCK;
-    const int g = j % q->groups, r_begin = (j / q->groups) * q->chunk;
-    const int r_end = q->m < r_begin + q->chunk ? q->m : r_begin + q->chunk;
-    const int b_begin = (int)((int64_t)blocks * g / q->groups);
-    const int b_end = (int)((int64_t)blocks * (g + 1) / q->groups);
+    int r_begin, r_end, b_begin, b_end;
+    split_job(&q->split, j, &r_begin, &r_end, &b_begin, &b_end);
     float *pending = NULL;
     int pending_rows = 0;
     for (int nb = b_begin; nb < b_end; nb++) {
@@ -207,14 +229,9 @@ AMX_TARGET static void run_jobs(const amx_job *q, int first, int stride, int job
 void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
               int threads) {
     const int team = threads > 0 ? threads : 1;
-    const int blocks = (n + AMX_BLOCK - 1) / AMX_BLOCK;
-    int chunk = AMX_A_BYTES / (2 * kpad) / AMX_BLOCK * AMX_BLOCK;
-    if (chunk < AMX_BLOCK) chunk = AMX_BLOCK;
-    const int chunks = (m + chunk - 1) / chunk;
-    const amx_job q = {w, x, n, kpad, m, chunk, blocks < team ? blocks : team, o};
-    const int jobs = chunks * q.groups;
-#pragma omp parallel num_threads(team) if (jobs > 1)
-    run_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), jobs);
+    const amx_job q = {w, x, n, kpad, o, split_work(m, n, 2 * (size_t)kpad, team)};
+#pragma omp parallel num_threads(team) if (q.split.jobs > 1)
+    run_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), q.split.jobs);
 }
 
 /* ---------------------------------------------------------------- int8 */
@@ -271,9 +288,10 @@ void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *xp) {
 
 typedef struct amx_int8_job {
     const int8_t *w, *x;
-    int n, k, kpad, m, chunk, groups;
+    int n, k, kpad;
     const float *wscale, *xscale;
     const mv_out *o;
+    amx_split split;
 } amx_int8_job;
 
 /* A block's sums as the tiles stored them: quadrant (a, b) at s + (2b + a) · 256 holds
@@ -324,11 +342,8 @@ static inline void prefetch_w(const int8_t *w, int k, int i, int kpad) {
  * while the other half's block goes through the epilogue: reading back what a tile
  * store just wrote stalls. */
 AMX_INT8_TARGET static void run_int8_job(const amx_int8_job *q, int j, int32_t *s) {
-    const int blocks = (q->n + AMX_BLOCK - 1) / AMX_BLOCK;
-    const int g = j % q->groups, r_begin = (j / q->groups) * q->chunk;
-    const int r_end = q->m < r_begin + q->chunk ? q->m : r_begin + q->chunk;
-    const int b_begin = (int)((int64_t)blocks * g / q->groups);
-    const int b_end = (int)((int64_t)blocks * (g + 1) / q->groups);
+    int r_begin, r_end, b_begin, b_end;
+    split_job(&q->split, j, &r_begin, &r_end, &b_begin, &b_end);
     int pending = 0, pn0 = 0, pm0 = 0, prows = 0, half = 0;
     for (int nb = b_begin; nb < b_end; nb++) {
         const int n0 = nb * AMX_BLOCK;
@@ -384,15 +399,10 @@ AMX_INT8_TARGET static void run_int8_jobs(const amx_int8_job *q, int first, int 
 void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
               const float *wscale, const float *xscale, const mv_out *o, int threads) {
     const int team = threads > 0 ? threads : 1;
-    const int blocks = (n + AMX_BLOCK - 1) / AMX_BLOCK;
-    int chunk = AMX_A_BYTES / kpad / AMX_BLOCK * AMX_BLOCK;
-    if (chunk < AMX_BLOCK) chunk = AMX_BLOCK;
-    const int chunks = (m + chunk - 1) / chunk;
-    const amx_int8_job q = {w, x, n, k, kpad, m, chunk, blocks < team ? blocks : team,
-                            wscale, xscale, o};
-    const int jobs = chunks * q.groups;
-#pragma omp parallel num_threads(team) if (jobs > 1)
-    run_int8_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), jobs);
+    const amx_int8_job q = {w, x, n, k, kpad, wscale, xscale, o,
+                            split_work(m, n, (size_t)kpad, team)};
+#pragma omp parallel num_threads(team) if (q.split.jobs > 1)
+    run_int8_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), q.split.jobs);
 }
 
 #else
@@ -410,7 +420,6 @@ void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
     (void)w, (void)n, (void)k, (void)x, (void)m, (void)kpad, (void)wscale, (void)xscale, (void)o,
         (void)threads;
 }
-
 
 void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad) {
     (void)a, (void)m, (void)k, (void)lda, (void)x, (void)kpad;

@@ -785,8 +785,11 @@ static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **ou
         }
     }
     size_t size = (dnnl_memory_desc_get_size(&h->md) + 63) & ~(size_t)63;
-    if (h->streamed && w->dtype == TP_I8 && c->amx_int8) /* what amx_int8 may read */
-        size = size > (size_t)((w->n + 31) & ~31) * w->k + 64 ? size : (size_t)((w->n + 31) & ~31) * w->k + 64;
+    if (h->streamed && w->dtype == TP_I8 && c->amx_int8) {
+        /* what amx_int8 may read: whole blocks of 32 rows, and a partial K step past them */
+        const size_t reach = (size_t)((w->n + 31) & ~31) * w->k + 64;
+        size = reach > size ? reach : size;
+    }
     float *inv = NULL;
     tp_status st = TP_OK;
     if (!(h->data = aligned_alloc(64, size))) st = TP_ERR_NOMEM;
