@@ -2,6 +2,7 @@
  * and runs only where amx_bf16_supported() said yes. */
 #define _GNU_SOURCE
 #include "amx.h"
+#include "quantize.h"
 
 #include <omp.h>
 #include <string.h>
@@ -123,7 +124,7 @@ static void store_block(const float *buf, int rows, int cols, int r0, int n0, co
  * as 16 × 32 bf16, at x + (rb · kpad/32 + kb) · 512; rounding to nearest even
  * (vcvtneps2bf16, which every AMX CPU has). */
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad) {
+static void pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad) {
     const int rows = amx_rows(m);
     for (int r = 0; r < rows; r++) {
         const float *ar = r < m ? a + (size_t)r * lda : NULL;
@@ -226,12 +227,23 @@ AMX_TARGET static void run_jobs(const amx_job *q, int first, int stride, int job
     _tile_release();
 }
 
-void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
-              int threads) {
+/* The team converts A's rows, 16 (one tile row) at a time, then meets at a barrier
+ * before the products: on one thread the conversion kept the other idle for a few
+ * percent of an encoder forward. */
+static inline int group_rows(int m, int g) { return m - 16 * g < 16 ? m - 16 * g : 16; }
+
+void amx_bf16(const uint16_t *w, int n, int k, int kpad, const float *a, int m, int lda,
+              uint16_t *x, const mv_out *o, int threads) {
     const int team = threads > 0 ? threads : 1;
     const amx_job q = {w, x, n, kpad, o, split_work(m, n, 2 * (size_t)kpad, team)};
 #pragma omp parallel num_threads(team) if (q.split.jobs > 1)
-    run_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), q.split.jobs);
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        for (int g = t; g < amx_rows(m) / 16; g += nt)
+            pack_rows(a + (size_t)16 * g * lda, group_rows(m, g), k, lda, x + (size_t)16 * g * kpad, kpad);
+#pragma omp barrier
+        run_jobs(&q, t, nt, q.split.jobs);
+    }
 }
 
 /* ---------------------------------------------------------------- int8 */
@@ -271,19 +283,23 @@ __attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) 
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
 
-__attribute__((target("avx512f")))
-void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *xp) {
-    const int kq = kpad / 4, rows = amx_rows(m);
-    for (int g = 0; g < rows; g += 16)
-        for (int t0 = 0; t0 < kq; t0 += 16) {
-            __m512 v[16];
-            for (int r = 0; r < 16; r++)
-                v[r] = g + r < m ? _mm512_loadu_ps((const float *)(q + (size_t)(g + r) * kpad) + t0)
-                                 : _mm512_setzero_ps();
-            transpose16(v); /* 32-bit cells moved whole: four int8 each */
-            float *out = (float *)(xp + (size_t)g * kpad) + (size_t)t0 * 16;
-            for (int t = 0; t < 16; t++) _mm512_storeu_ps(out + 16 * t, v[t]);
+/* Rows of fp32 A quantized (quantize.h) straight into the layout amx_int8 loads: per
+ * 16 rows, cell t (inputs 4t..4t+3) of row r at 32-bit cell 16t + r; zero past m and
+ * past k. */
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+static void quantize_pack(const float *a, int m, int k, int lda, int8_t *x, int kpad, float *xscale) {
+    memset(x, 0, (size_t)amx_rows(m) * kpad);
+    for (int r = 0; r < m; r++) {
+        const float *ar = a + (size_t)r * lda;
+        int32_t *cells = (int32_t *)(x + (size_t)(r / 16) * 16 * kpad) + r % 16;
+        const __m512 inverse = quant_row_inverse(ar, k, xscale + r);
+        for (int i = 0; i < k; i += 16) {
+            const __m128i v = quant_16(ar + i, k - i, inverse);
+            int32_t *c = cells + (size_t)(i / 4) * 16;
+            c[0] = _mm_extract_epi32(v, 0), c[16] = _mm_extract_epi32(v, 1);
+            c[32] = _mm_extract_epi32(v, 2), c[48] = _mm_extract_epi32(v, 3);
         }
+    }
 }
 
 typedef struct amx_int8_job {
@@ -396,13 +412,20 @@ AMX_INT8_TARGET static void run_int8_jobs(const amx_int8_job *q, int first, int 
     _tile_release();
 }
 
-void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
-              const float *wscale, const float *xscale, const mv_out *o, int threads) {
+void amx_int8(const int8_t *w, int n, int k, int kpad, const float *wscale, const float *a, int m,
+              int lda, int8_t *x, float *xscale, const mv_out *o, int threads) {
     const int team = threads > 0 ? threads : 1;
     const amx_int8_job q = {w, x, n, k, kpad, wscale, xscale, o,
                             split_work(m, n, (size_t)kpad, team)};
 #pragma omp parallel num_threads(team) if (q.split.jobs > 1)
-    run_int8_jobs(&q, omp_get_thread_num(), omp_get_num_threads(), q.split.jobs);
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        for (int g = t; g < amx_rows(m) / 16; g += nt)
+            quantize_pack(a + (size_t)16 * g * lda, group_rows(m, g), k, lda,
+                          x + (size_t)16 * g * kpad, kpad, xscale + 16 * g);
+#pragma omp barrier
+        run_int8_jobs(&q, t, nt, q.split.jobs);
+    }
 }
 
 #else
@@ -411,23 +434,16 @@ int amx_bf16_supported(void) { return 0; }
 
 int amx_int8_supported(void) { return 0; }
 
-void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *xp) {
-    (void)q, (void)m, (void)kpad, (void)xp;
-}
-
-void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
-              const float *wscale, const float *xscale, const mv_out *o, int threads) {
-    (void)w, (void)n, (void)k, (void)x, (void)m, (void)kpad, (void)wscale, (void)xscale, (void)o,
+void amx_bf16(const uint16_t *w, int n, int k, int kpad, const float *a, int m, int lda,
+              uint16_t *x, const mv_out *o, int threads) {
+    (void)w, (void)n, (void)k, (void)kpad, (void)a, (void)m, (void)lda, (void)x, (void)o,
         (void)threads;
 }
 
-void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad) {
-    (void)a, (void)m, (void)k, (void)lda, (void)x, (void)kpad;
-}
-
-void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
-              int threads) {
-    (void)w, (void)n, (void)kpad, (void)x, (void)m, (void)o, (void)threads;
+void amx_int8(const int8_t *w, int n, int k, int kpad, const float *wscale, const float *a, int m,
+              int lda, int8_t *x, float *xscale, const mv_out *o, int threads) {
+    (void)w, (void)n, (void)k, (void)kpad, (void)wscale, (void)a, (void)m, (void)lda, (void)x,
+        (void)xscale, (void)o, (void)threads;
 }
 
 #endif

@@ -30,34 +30,28 @@ enum { AMX_MAX_ROWS = 512 };
  * (Linux grants it on request, once per process). */
 int amx_bf16_supported(void);
 
-/* A's bf16 copy has amx_rows(m) rows of kpad: the tiles load 16 rows at a time; the
- * rows past m are read (zeros) but their results are not stored. */
+/* A's converted copy (x below) has amx_rows(m) rows of kpad: the tiles load 16 rows
+ * at a time; the rows past m are read (zeros) but their results are not stored. */
 static inline int amx_rows(int m) { return (m + 15) & ~15; }
 
-/* Converts fp32 rows a [m×k] (row stride lda) to x [amx_rows(m) × kpad], stored as the
- * tiles amx_bf16 loads, zero past m and past k (the zero weights there must not meet
- * a NaN). */
-void amx_pack_rows(const float *a, int m, int k, int lda, uint16_t *x, int kpad);
+/* c[m×n] = act(a · w + bias) through o, a: fp32 rows [m×k] (row stride lda), converted
+ * to bf16 (nearest even) into x [amx_rows(m) × kpad] as the tiles load them, zero
+ * past m and past k (the zero weights there must not meet a NaN). w: bf16
+ * BA16a64b2a (matvec.h), K padded to kpad (a multiple of 32) with zeros. */
+void amx_bf16(const uint16_t *w, int n, int k, int kpad, const float *a, int m, int lda,
+              uint16_t *x, const mv_out *o, int threads);
 
-/* c[m×n] = act(x · w + bias) through o. w: bf16 BA16a64b2a (matvec.h), K padded to
- * kpad (a multiple of 32) with zeros; x from amx_pack_rows. */
-void amx_bf16(const uint16_t *w, int n, int kpad, const uint16_t *x, int m, const mv_out *o,
-              int threads);
-
-/* int8, as oneDNN's int8 matmul computes it here: A quantized per row (q, scale
- * xscale), the weights per column (w, wscale), exact integer sums, then
+/* int8, as oneDNN's int8 matmul computes it here: A quantized per row (quantize.h),
+ * the weights per column (w, wscale), exact integer sums, then
  * act(sum · wscale · xscale + bias). */
 int amx_int8_supported(void);
 
-/* Rows q [m × kpad] (s8, zero past k) to x [amx_rows(m) × kpad], as amx_int8 loads
- * them: per 16 rows, each group of four inputs of each row in one 32-bit cell, the 16
- * rows' cells side by side; zero past m. */
-void amx_pack_int8(const int8_t *q, int m, int kpad, int8_t *x);
-
-/* c[m×n] = act(x · wᵀ · scales + bias) through o. w: [n×k] s8 rows, readable (any
- * values) up to row n rounded up to 32 and kpad - k bytes past the last one; kpad: k
- * rounded up to 64; x from amx_pack_int8. */
-void amx_int8(const int8_t *w, int n, int k, const int8_t *x, int m, int kpad,
-              const float *wscale, const float *xscale, const mv_out *o, int threads);
+/* c[m×n] = act(a · wᵀ · scales + bias) through o. a: fp32 rows [m×k] (stride lda),
+ * quantized into x [amx_rows(m) × kpad] (per 16 rows, each group of four inputs of
+ * each row in one 32-bit cell, the 16 rows' cells side by side) with their scales in
+ * xscale [m]. w: [n×k] s8 rows, readable (any values) up to row n rounded up to 32 and
+ * kpad - k bytes past the last one; kpad: k rounded up to 64. */
+void amx_int8(const int8_t *w, int n, int k, int kpad, const float *wscale, const float *a, int m,
+              int lda, int8_t *x, float *xscale, const mv_out *o, int threads);
 
 #endif

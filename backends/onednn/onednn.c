@@ -29,6 +29,7 @@
 
 #include "amx.h"
 #include "matvec.h"
+#include "quantize.h"
 #include "tpipe_backend.h"
 
 enum { DN_CACHE_SIZE = 64 };
@@ -861,26 +862,16 @@ static void rows_to_bf16(const dn_ctx *c, const float *a, int m, int k, int lda,
         for (int i = 0; i < k; i++) out[(size_t)r * k + i] = to_bf16(a[(size_t)r * lda + i]);
 }
 
-/* Symmetric per-row quantization: q = round(x / s), s = max |x| / 127 over the row. */
+/* Symmetric per-row quantization (quantize.h). */
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 static void quantize_rows_avx512(const float *a, int m, int k, int lda, int8_t *q, float *scale) {
     for (int r = 0; r < m; r++) {
         const float *x = a + (size_t)r * lda;
         int8_t *y = q + (size_t)r * k;
-        const __mmask16 tail = (__mmask16)((1u << (k % 16)) - 1);
-        const int body = k - k % 16;
-        __m512 mx = _mm512_setzero_ps();
-        for (int i = 0; i < body; i += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
-        if (tail) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail, x + body)));
-        const float amax = _mm512_reduce_max_ps(mx);
-        scale[r] = amax / 127.0f;
-        const __m512 inv = _mm512_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f);
-        for (int i = 0; i < body; i += 16) /* rounds to nearest even; saturates */
-            _mm_storeu_si128((__m128i *)(y + i),
-                             _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + i), inv))));
-        if (tail)
-            _mm512_mask_cvtsepi32_storeu_epi8(
-                y + body, tail, _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + body), inv)));
+        const __m512 inverse = quant_row_inverse(x, k, scale + r);
+        int i = 0;
+        for (; i + 16 <= k; i += 16) _mm_storeu_si128((__m128i *)(y + i), quant_16(x + i, 16, inverse));
+        if (i < k) _mm_mask_storeu_epi8(y + i, (__mmask16)((1u << (k - i)) - 1), quant_16(x + i, k - i, inverse));
     }
 }
 
@@ -939,29 +930,23 @@ static tp_status matmul_streamed(const dn_ctx *c, const tp_matmul_args *a, const
 static tp_status matmul_amx(const dn_ctx *c, const tp_matmul_args *a, const dn_weight *h) {
     uint16_t *x = aligned_alloc(64, (size_t)amx_rows(a->m) * (size_t)h->kpad * sizeof *x);
     if (!x) return TP_ERR_NOMEM;
-    amx_pack_rows(a->a, a->m, a->k, a->lda, x, h->kpad);
     const mv_out o = {.c = a->c, .ldc = a->ldc, .bias = a->bias, .activation = (int)a->activation};
-    amx_bf16(h->data, h->n, h->kpad, x, a->m, &o, c->team);
+    amx_bf16(h->data, h->n, h->k, h->kpad, a->a, a->m, a->lda, x, &o, c->team);
     free(x);
     return TP_OK;
 }
 
 /* An int8 product of more rows on amx.h's kernel, A quantized as for oneDNN. */
 static tp_status matmul_amx_int8(const dn_ctx *c, const tp_matmul_args *a, const dn_weight *h) {
-    const size_t len = (size_t)amx_rows(a->m) * (size_t)h->kpad;
-    int8_t *q = calloc(len, 1), *x = aligned_alloc(64, len);
+    int8_t *x = aligned_alloc(64, (size_t)amx_rows(a->m) * (size_t)h->kpad);
     float *xscale = malloc((size_t)a->m * sizeof *xscale);
-    if (!q || !x || !xscale) {
-        free(q), free(x), free(xscale);
+    if (!x || !xscale) {
+        free(x), free(xscale);
         return TP_ERR_NOMEM;
     }
-    for (int r = 0; r < a->m; r++)
-        quantize_rows(c, a->a + (size_t)r * a->lda, 1, a->k, a->lda, q + (size_t)r * h->kpad,
-                      xscale + r);
-    amx_pack_int8(q, a->m, h->kpad, x);
     const mv_out o = {.c = a->c, .ldc = a->ldc, .bias = a->bias, .activation = (int)a->activation};
-    amx_int8(h->data, h->n, h->k, x, a->m, h->kpad, h->scales, xscale, &o, c->team);
-    free(q), free(x), free(xscale);
+    amx_int8(h->data, h->n, h->k, h->kpad, h->scales, a->a, a->m, a->lda, x, xscale, &o, c->team);
+    free(x), free(xscale);
     return TP_OK;
 }
 
