@@ -290,11 +290,11 @@ static void test_activation_sweep(void) {
         int bad = -1;
         for (int i = 0; i < N; i++) {
             const double want = act_ref(x[i], acts[a]), err = fabs(y[i] - want);
-            /* GELU for x < 0: 1e-7·|x| absolute (x·Φ(x) falls to 0 there); the tanh
+            /* GELU for x < 0: 4e-7·|x| absolute (x·Φ(x) falls to 0 there); the tanh
              * form for x < 0: float's rounding of y = c(x + 0.044715x³) is amplified
              * by e^{2y}, so (1 + |y|/2)·1e-6 relative */
             const double y = 0.7978845608028654 * (x[i] + 0.044715 * x[i] * x[i] * x[i]);
-            const double tol = acts[a] == TP_ACT_GELU && x[i] < 0.0f ? 1e-7 * fabs(x[i])
+            const double tol = acts[a] == TP_ACT_GELU && x[i] < 0.0f ? 4e-7 * fabs(x[i])
                                : acts[a] == TP_ACT_GELU_TANH && x[i] < 0.0f
                                    ? (1.0 + fabs(y) / 2) * 1e-6 * fabs(want) + 1e-37
                                    : 1e-6 * fabs(want) + 1e-37;
