@@ -31,7 +31,7 @@ enum {
     FUSED_MIN_TQ = 4, /* below: the step path (a decoding step has tq = 1) */
     QB = 8,           /* query rows per tile */
     KB = 32,          /* key columns per score step (two vectors); kᵀ rows are padded to it */
-    STEP_MIN_PARALLEL = 1 << 16 /* q·k multiply-adds below which a step runs on one thread */
+    STEP_MIN_PARALLEL = 1 << 13 /* q·k multiply-adds below which a step runs on one thread */
 };
 
 /* The key/value head query head h reads: with grouped-query attention each serves
@@ -40,21 +40,62 @@ static inline int kv_head(const tp__attn_args *a, int h) {
     return a->kv_heads > 0 ? h / (a->n_heads / a->kv_heads) : h;
 }
 
-/* Score row i of head h over keys [0, tk), already q·k·scale: plus the bias, then the
- * causal and key masks (in that order, as transformers adds them), then soft-maxed. */
-TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int tk, float *row) {
-    if (a->bias) {
-        const float *b = a->bias + ((size_t)h * a->tq + i) * a->tk;
-        for (int j = 0; j < tk; j++) row[j] += b[j];
+/* tp_v_softmax_row of row[0..n) once its max is known (the masking pass below finds it
+ * on the way): the same arithmetic, so the same results. */
+TP_SIMD_INLINE void softmax_with_max(float *row, int n, float max) {
+    int i;
+    const tp_v16f vm = tp_v_set1(max);
+    tp_v16f acc = tp_v_set1(0.0f);
+    for (i = 0; i + 16 <= n; i += 16) {
+        const tp_v16f e = tp_v_exp(tp_v_load(row + i) - vm);
+        tp_v_store(row + i, e);
+        acc += e;
     }
-    if (a->key_mask || a->causal_past >= 0) {
-        const int last = a->causal_past >= 0 ? a->causal_past + i : tk - 1;
-        for (int j = 0; j < tk; j++) {
-            if (j > last) row[j] = -FLT_MAX;
-            else if (a->key_mask) row[j] += a->key_mask[j];
+    float sum = tp_v_hsum(acc);
+    if (i < n) {
+        float tail[16];
+        for (int j = 0; j < 16; j++) tail[j] = i + j < n ? row[i + j] - max : -__builtin_inff();
+        tp_v_store(tail, tp_v_exp(tp_v_load(tail)));
+        for (int j = 0; i + j < n; j++) {
+            row[i + j] = tail[j];
+            sum += tail[j];
         }
     }
-    tp_v_softmax_row(row, tk);
+    const float inv = 1.0f / sum;
+    const tp_v16f vinv = tp_v_set1(inv);
+    for (i = 0; i + 16 <= n; i += 16) tp_v_store(row + i, tp_v_load(row + i) * vinv);
+    for (; i < n; i++) row[i] *= inv;
+}
+
+/* Score row i of head h over keys [0, tk), already q·k·scale: plus the bias, then the
+ * causal and key masks (in that order, as transformers adds them), then soft-maxed.
+ * One vector pass does all three and the row's max: GCC leaves a scalar loop with a
+ * branch per key as it is. */
+TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int tk, float *row) {
+    const float *b = a->bias ? a->bias + ((size_t)h * a->tq + i) * a->tk : NULL;
+    const float *m = a->key_mask;
+    const int last = a->causal_past >= 0 ? a->causal_past + i : tk - 1;
+    const tp_v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    tp_v16f vmax = tp_v_set1(-__builtin_inff());
+    int j = 0;
+    for (; j + 16 <= tk; j += 16) {
+        tp_v16f x = tp_v_load(row + j);
+        if (b) x += tp_v_load(b + j);
+        if (m) x += tp_v_load(m + j); /* lanes past last are overwritten just below */
+        if (j + 15 > last) x = tp_v_select(lane > last - j, tp_v_set1(-FLT_MAX), x);
+        tp_v_store(row + j, x);
+        vmax = tp_v_select(x > vmax, x, vmax);
+    }
+    float max = tp_v_hmax(vmax);
+    for (; j < tk; j++) {
+        float x = row[j];
+        if (b) x += b[j];
+        if (j > last) x = -FLT_MAX;
+        else if (m) x += m[j];
+        row[j] = x;
+        max = x > max ? x : max;
+    }
+    softmax_with_max(row, tk, max);
 }
 
 /* ---------------------------------------------------------------- step path */
@@ -69,6 +110,58 @@ TP_SIMD_INLINE float dot(const float *q, const float *k, int D) {
     return s;
 }
 
+/* Lane u of the result: the sum of r[u]'s lanes, added up in tp_v_hsum's order (lane
+ * i with i + 8, then + 4, + 2, + 1), so that a score is the one dot() would give. Each
+ * step folds pairs of vectors: the lower half of a lane group from both plus the upper
+ * half from both, which also puts the keys' sums side by side. */
+TP_SIMD_INLINE tp_v16f fold(tp_v16f x, tp_v16f y, tp_v16i lo, tp_v16i hi) {
+    return __builtin_shuffle(x, y, lo) + __builtin_shuffle(x, y, hi);
+}
+TP_SIMD_INLINE tp_v16f hsum16(const tp_v16f r[16]) {
+    const tp_v16i lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                  lo4 = {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},
+                  lo2 = {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+                  lo1 = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    tp_v16f t8[8], t4[4], t2[2];
+    _Pragma("GCC unroll 8")
+    for (int u = 0; u < 8; u++) t8[u] = fold(r[2 * u], r[2 * u + 1], lo8, lo8 + 8);
+    _Pragma("GCC unroll 4")
+    for (int u = 0; u < 4; u++) t4[u] = fold(t8[2 * u], t8[2 * u + 1], lo4, lo4 + 4);
+    _Pragma("GCC unroll 2")
+    for (int u = 0; u < 2; u++) t2[u] = fold(t4[2 * u], t4[2 * u + 1], lo2, lo2 + 2);
+    return fold(t2[0], t2[1], lo1, lo1 + 1);
+}
+
+/* s[j] = (q·k_j)·scale for keys j < n. Sixteen keys at a time, each into its own
+ * accumulator: a key alone is a chain of dependent multiply-adds and a horizontal
+ * sum, latency-bound; the sixteen are reduced together by hsum16. */
+TP_SIMD_INLINE void step_scores(const float *q, const float *k, int ldk, int D, int n,
+                                float scale, float *s) {
+    const int D16 = D / 16 * 16;
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        const float *kj = k + (size_t)j * ldk;
+        tp_v16f acc[16];
+        _Pragma("GCC unroll 16")
+        for (int u = 0; u < 16; u++) acc[u] = tp_v_set1(0.0f);
+        for (int d = 0; d < D16; d += 16) {
+            const tp_v16f qv = tp_v_load(q + d);
+            _Pragma("GCC unroll 16")
+            for (int u = 0; u < 16; u++) acc[u] += qv * tp_v_load(kj + (size_t)u * ldk + d);
+        }
+        tp_v16f sum = hsum16(acc);
+        if (D16 < D) { /* dot()'s scalar tail, key by key */
+            float t[16];
+            tp_v_store(t, sum);
+            for (int u = 0; u < 16; u++)
+                for (int d = D16; d < D; d++) t[u] += q[d] * kj[(size_t)u * ldk + d];
+            sum = tp_v_load(t);
+        }
+        tp_v_store(s + j, sum * tp_v_set1(scale));
+    }
+    for (; j < n; j++) s[j] = dot(q, k + (size_t)j * ldk, D) * scale;
+}
+
 /* One query row i of head h: scores over keys [0, tk) into s, masked and soft-maxed,
  * then out = Σ_j s[j]·v[j] (keys of weight exactly 0 skipped). */
 TP_SIMD_INLINE void step_row(const tp__attn_args *a, int tk, int h, int i, float *s) {
@@ -77,8 +170,9 @@ TP_SIMD_INLINE void step_row(const tp__attn_args *a, int tk, int h, int i, float
     const float *k = a->k + (size_t)g * D, *v = a->v + (size_t)g * D;
     /* keys in query i's future are masked below: no product for them */
     const int last = a->causal_past >= 0 ? a->causal_past + i : TK - 1;
-    for (int j = 0; j < TK; j++)
-        s[j] = j > last ? 0.0f : dot(q, k + (size_t)j * a->ldk, D) * a->scale;
+    const int seen = last + 1 < TK ? last + 1 : TK;
+    step_scores(q, k, a->ldk, D, seen, a->scale, s);
+    for (int j = seen < 0 ? 0 : seen; j < TK; j++) s[j] = 0.0f;
     mask_softmax_row(a, h, i, TK, s);
     float *o = a->out + (size_t)i * a->ldo + (size_t)h * D;
     int d0 = 0;
@@ -115,12 +209,52 @@ TP_SIMD_DISPATCH(void, step_items, (const tp__attn_args *a, int tk, int begin, i
 
 /* ---------------------------------------------------------------- fused path */
 
-/* kt[d][j] = k[j][h·D + d] for j < tk, 0 up to the padded width tkp. */
+/* In-place transpose of the 16×16 block r. One step per bit b of the index: rows i and
+ * i + 2^b (bit b of i clear) trade the lanes whose bit b differs from their row's,
+ * which swaps bit b of every element's row and column. */
+TP_SIMD_INLINE void swap_lanes(tp_v16f *x, tp_v16f *y, tp_v16i lo, tp_v16i hi) {
+    const tp_v16f x0 = *x;
+    *x = __builtin_shuffle(x0, *y, lo);
+    *y = __builtin_shuffle(x0, *y, hi);
+}
+TP_SIMD_INLINE void transpose16(tp_v16f r[16]) {
+    const tp_v16i lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+                  lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                  lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                  lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    /* hi: the lanes lo leaves out, in the same places */
+    _Pragma("GCC unroll 16")
+    for (int i = 0; i < 16; i++)
+        if (!(i & 1)) swap_lanes(&r[i], &r[i + 1], lo1, lo1 + 1);
+    _Pragma("GCC unroll 16")
+    for (int i = 0; i < 16; i++)
+        if (!(i & 2)) swap_lanes(&r[i], &r[i + 2], lo2, lo2 + 2);
+    _Pragma("GCC unroll 16")
+    for (int i = 0; i < 16; i++)
+        if (!(i & 4)) swap_lanes(&r[i], &r[i + 4], lo4, lo4 + 4);
+    _Pragma("GCC unroll 16")
+    for (int i = 0; i < 16; i++)
+        if (!(i & 8)) swap_lanes(&r[i], &r[i + 8], lo8, lo8 + 8);
+}
+
+/* kt[d][j] = k[j][h·D + d] for j < tk, 0 up to the padded width tkp. By 16×16 blocks
+ * transposed in registers: element by element, every store of the strided copy went
+ * to another cache line. */
 TP_SIMD_INLINE void pack_kt(const tp__attn_args *a, int h, int tk, int tkp, float *kt) {
-    const int D = a->head_dim;
+    const int D = a->head_dim, D16 = D / 16 * 16, tk16 = tk / 16 * 16;
+    const float *k = a->k + (size_t)kv_head(a, h) * D;
+    for (int j = 0; j < tk16; j += 16)
+        for (int d = 0; d < D16; d += 16) {
+            tp_v16f r[16];
+            _Pragma("GCC unroll 16")
+            for (int u = 0; u < 16; u++) r[u] = tp_v_load(k + (size_t)(j + u) * a->ldk + d);
+            transpose16(r);
+            _Pragma("GCC unroll 16")
+            for (int u = 0; u < 16; u++) tp_v_store(kt + (size_t)(d + u) * tkp + j, r[u]);
+        }
     for (int j = 0; j < tk; j++) {
-        const float *kr = a->k + (size_t)j * a->ldk + (size_t)kv_head(a, h) * D;
-        for (int d = 0; d < D; d++) kt[(size_t)d * tkp + j] = kr[d];
+        const float *kr = k + (size_t)j * a->ldk;
+        for (int d = j < tk16 ? D16 : 0; d < D; d++) kt[(size_t)d * tkp + j] = kr[d];
     }
     for (int d = 0; d < D; d++)
         for (int j = tk; j < tkp; j++) kt[(size_t)d * tkp + j] = 0.0f;

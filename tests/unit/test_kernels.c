@@ -384,6 +384,7 @@ static void test_attention(void) {
     CHECK_NEAR(attention_error(2, 0, 64, 9, 40, 0, -1, 1), 0, 2e-6);   /* fused, bias (T5) */
     CHECK_NEAR(attention_error(2, 0, 32, 6, 10, 0, 4, 0), 0, 2e-6);    /* fused, causal */
     CHECK_NEAR(attention_error(6, 2, 32, 7, 12, 0, 5, 0), 0, 2e-6);    /* fused, grouped */
+    CHECK_NEAR(attention_error(2, 0, 32, 20, 40, 3, 20, 1), 0, 2e-6);  /* fused, causal edge inside a vector of keys */
     CHECK_NEAR(attention_error(1, 0, 8, 5, 5, 5, -1, 0), 0, 2e-6);     /* every key hidden */
     CHECK_NEAR(attention_error(4, 0, 16, 1, 13, 2, 12, 0), 0, 2e-6);   /* step */
     CHECK_NEAR(attention_error(3, 0, 20, 1, 9, 0, 8, 0), 0, 2e-6);     /* step, d tail */
