@@ -225,7 +225,10 @@ void mv_int8_colsums(const int8_t *w, int n, int k, int32_t *colsum) {
         for (; i + 64 <= k; i += 64) {                                                     \
             __m512 wv[4];                                                                  \
             _Pragma("GCC unroll 4")                                                       \
-            for (int u = 0; u < 4; u++) wv[u] = _mm512_loadu_ps(w + i + 16 * u);          \
+            for (int u = 0; u < 4; u++) {                                                  \
+                _mm_prefetch((const char *)(w + i + MV_AHEAD / 4 + 16 * u), _MM_HINT_T0);   \
+                wv[u] = _mm512_loadu_ps(w + i + 16 * u);                                   \
+            }                                                                              \
             _Pragma("GCC unroll 4")                                                        \
             for (int r = 0; r < M; r++)                                                    \
                 _Pragma("GCC unroll 4")                                                    \
