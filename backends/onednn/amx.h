@@ -1,13 +1,16 @@
-/* amx.h: bf16 and int8 products of up to AMX_MAX_ROWS rows (a sequence's encoder
- * layers, a prompt) on Intel AMX tiles, against the weights matvec.h streams, in the
- * same layouts (bf16 BA16a64b2a, int8 [n×k]): one prepared copy serves every row count.
+/* amx.h: bf16 products of up to AMX_BF16_MAX_ROWS rows and int8 products of any
+ * number of rows (a sequence's encoder layers, a batch of them, a prompt) on Intel AMX
+ * tiles, against the weights matvec.h streams, in the same layouts (bf16 BA16a64b2a,
+ * int8 [n×k]): one prepared copy serves every row count.
  *
  * Why not oneDNN's matmul: on the 128-row products of an encoder layer its AMX kernel
  * (oneDNN 2.6, brgemm) ran at 350-460 GFLOP/s on the accelerator machine's two vCPUs;
  * with this kernel DistilBERT's bf16 forward at 128 tokens went from 34.9 to 28.3 ms
  * there; int8 DistilBERT went from 25.8 to 21.0 ms. On 2048 rows (16 sequences)
- * oneDNN's stayed faster (bf16 414 against 502 ms, int8 399 against 471), so products
- * of more rows stay with it. docs/backends.md has the figures.
+ * oneDNN's bf16 matmul stayed faster (DistilBERT b16 467 against 587 ms), while this
+ * int8 kernel overtook oneDNN's once it prefetched the weights and converted A on the
+ * whole team (2048-row products 663-755 -> 877-933 GFLOP/s). docs/backends.md has
+ * the figures.
  *
  * The product is tiled in 32×32 blocks of C (four 16×16 fp32 tiles fed by two tiles of
  * A and two of B, all eight tile registers), each block's K loop reading A from L2
@@ -22,9 +25,10 @@
 
 #include "matvec.h"
 
-/* Between the 128 rows where this kernel was measured faster and the 2048 where
- * oneDNN's was. */
-enum { AMX_MAX_ROWS = 512 };
+/* bf16: between the 128 rows where this kernel was measured faster and the 2048 where
+ * oneDNN's was (its row chunks re-read the bf16 weights, twice int8's bytes, 13 times
+ * for FFN products of 2048 rows). */
+enum { AMX_BF16_MAX_ROWS = 512 };
 
 /* Whether this CPU has AMX-BF16 and the kernel lets this process use the tile state
  * (Linux grants it on request, once per process). */

@@ -961,9 +961,9 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
         return TP_ERR_UNSUPPORTED;
     if (a->m == 0) return TP_OK;
     if (h->streamed && a->m <= MV_MAX_ROWS) return matmul_streamed(c, a, h);
-    if (h->streamed && h->dtype == TP_BF16 && c->amx_bf16 && a->m <= AMX_MAX_ROWS)
+    if (h->streamed && h->dtype == TP_BF16 && c->amx_bf16 && a->m <= AMX_BF16_MAX_ROWS)
         return matmul_amx(c, a, h);
-    if (h->streamed && h->dtype == TP_I8 && c->amx_int8 && a->m <= AMX_MAX_ROWS)
+    if (h->streamed && h->dtype == TP_I8 && c->amx_int8)
         return matmul_amx_int8(c, a, h);
 
     const size_t mk = (size_t)a->m * (size_t)a->k;
