@@ -39,7 +39,8 @@ typedef struct dn_key {
     int m, n, k, batch, lda, ldb, ldc, trans_b, has_bias, activation;
     int64_t stride_a, stride_b, stride_c;
     float alpha;
-    int prepared;    /* 0: fp32 B read in place; else the tp_dtype of a prepared weight */
+    int prepared;    /* 0: fp32 B read in place; 1: a weight prepared in type `dtype` */
+    int dtype;       /* (TP_F32 is 0, so it cannot be the flag too: packed fp32 ran as plain) */
 } dn_key;
 
 typedef struct dn_prim {
@@ -324,8 +325,8 @@ static dn_prim *prim_build_prepared(dn_ctx *c, const dn_key *key, const dnnl_mem
     dn_prim *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->key = *key;
-    const int int8 = key->prepared == TP_I8;
-    const int nd = prepared_ndims(key->prepared);
+    const int int8 = key->dtype == TP_I8;
+    const int nd = prepared_ndims(key->dtype);
     const int64_t m = key->m, n = key->n, k = key->k;
     dnnl_dims_t sd, ss, dd, ds, nv, ns, rd, rs;
     if (nd == 3) {
@@ -339,7 +340,7 @@ static dn_prim *prim_build_prepared(dn_ctx *c, const dn_key *key, const dnnl_mem
         nv[0] = 1, nv[1] = n, ns[0] = n, ns[1] = 1;
     }
     p->wei_md = *wmd;
-    int ok = dnnl_memory_desc_init_by_strides(&p->src_md, nd, sd, dnnl_type_of(key->prepared),
+    int ok = dnnl_memory_desc_init_by_strides(&p->src_md, nd, sd, dnnl_type_of(key->dtype),
                                               ss) == dnnl_success &&
              dnnl_memory_desc_init_by_strides(&p->dst_md, nd, dd, dnnl_f32, ds) == dnnl_success;
     if (ok && key->has_bias)
@@ -994,7 +995,7 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
     key.has_bias = a->bias != NULL;
     key.activation = (int)a->activation;
     key.alpha = 1.0f;
-    key.prepared = h->dtype;
+    key.prepared = 1, key.dtype = h->dtype;
     tp_status st = TP_ERR_UNSUPPORTED;
     dn_prim *p = prim_acquire(c, &key, &h->md);
     if (p) {
