@@ -173,11 +173,10 @@ TP_SIMD_INLINE float tp_v_row_max(const float *row, int n) {
     return max;
 }
 
-/* In-place softmax of row[0..n): max, e^(x - max) with its sum (16 partial sums),
- * then · 1/sum, as torch.softmax computes it. */
-TP_SIMD_INLINE void tp_v_softmax_row(float *row, int n) {
+/* In-place softmax of row[0..n) whose max is known (a masking pass may find it on its
+ * way): e^(x - max) with its sum (16 partial sums), then · 1/sum. */
+TP_SIMD_INLINE void tp_v_softmax_row_with_max(float *row, int n, float max) {
     int i;
-    const float max = tp_v_row_max(row, n);
     const tp_v16f vm = tp_v_set1(max);
     tp_v16f acc = tp_v_set1(0.0f);
     for (i = 0; i + 16 <= n; i += 16) {
@@ -199,6 +198,11 @@ TP_SIMD_INLINE void tp_v_softmax_row(float *row, int n) {
     const tp_v16f vinv = tp_v_set1(inv);
     for (i = 0; i + 16 <= n; i += 16) tp_v_store(row + i, tp_v_load(row + i) * vinv);
     for (; i < n; i++) row[i] *= inv;
+}
+
+/* In-place softmax of row[0..n): max, then as above, as torch.softmax computes it. */
+TP_SIMD_INLINE void tp_v_softmax_row(float *row, int n) {
+    tp_v_softmax_row_with_max(row, n, tp_v_row_max(row, n));
 }
 
 #endif

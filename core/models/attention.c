@@ -40,33 +40,6 @@ static inline int kv_head(const tp__attn_args *a, int h) {
     return a->kv_heads > 0 ? h / (a->n_heads / a->kv_heads) : h;
 }
 
-/* tp_v_softmax_row of row[0..n) once its max is known (the masking pass below finds it
- * on the way): the same arithmetic, so the same results. */
-TP_SIMD_INLINE void softmax_with_max(float *row, int n, float max) {
-    int i;
-    const tp_v16f vm = tp_v_set1(max);
-    tp_v16f acc = tp_v_set1(0.0f);
-    for (i = 0; i + 16 <= n; i += 16) {
-        const tp_v16f e = tp_v_exp(tp_v_load(row + i) - vm);
-        tp_v_store(row + i, e);
-        acc += e;
-    }
-    float sum = tp_v_hsum(acc);
-    if (i < n) {
-        float tail[16];
-        for (int j = 0; j < 16; j++) tail[j] = i + j < n ? row[i + j] - max : -__builtin_inff();
-        tp_v_store(tail, tp_v_exp(tp_v_load(tail)));
-        for (int j = 0; i + j < n; j++) {
-            row[i + j] = tail[j];
-            sum += tail[j];
-        }
-    }
-    const float inv = 1.0f / sum;
-    const tp_v16f vinv = tp_v_set1(inv);
-    for (i = 0; i + 16 <= n; i += 16) tp_v_store(row + i, tp_v_load(row + i) * vinv);
-    for (; i < n; i++) row[i] *= inv;
-}
-
 /* Score row i of head h over keys [0, tk), already q·k·scale: plus the bias, then the
  * causal and key masks (in that order, as transformers adds them), then soft-maxed.
  * One vector pass does all three and the row's max: GCC leaves a scalar loop with a
@@ -95,7 +68,7 @@ TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int t
         row[j] = x;
         max = x > max ? x : max;
     }
-    softmax_with_max(row, tk, max);
+    tp_v_softmax_row_with_max(row, tk, max);
 }
 
 /* ---------------------------------------------------------------- step path */
