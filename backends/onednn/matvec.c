@@ -260,7 +260,10 @@ MV_F32_DOT(4)
 
 /* [k×n] weight rows (GPT-2's Conv1D): each thread sweeps its columns row by row, four
  * rows at a time, its sums kept in `acc` (L1/L2-sized): four sequential streams. Each
- * 16-column piece of the four rows is loaded once for all rows of x. */
+ * 16-column piece of the four rows is loaded once for all rows of x, and the same
+ * piece MV_KN_AHEAD rows down is fetched: a thread's piece of a row is short (1.5 KB
+ * of a 768-column weight on two threads), too short for the hardware prefetcher. */
+enum { MV_KN_AHEAD = 8 };
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 static void f32_rows(const float *w, int ld, int k, int j0, int j1, const float *x, int lda,
                      int m, float *acc) {
@@ -281,7 +284,10 @@ static void f32_rows(const float *w, int ld, int k, int j0, int j1, const float 
             const __mmask16 in = len - j >= 16 ? 0xffff : (__mmask16)((1u << (len - j)) - 1);
             __m512 wv[4];
             _Pragma("GCC unroll 4")
-            for (int u = 0; u < 4; u++) wv[u] = _mm512_maskz_loadu_ps(in, b[u] + j);
+            for (int u = 0; u < 4; u++) {
+                _mm_prefetch((const char *)(b[u] + j + MV_KN_AHEAD * (size_t)ld), _MM_HINT_T0);
+                wv[u] = _mm512_maskz_loadu_ps(in, b[u] + j);
+            }
             _Pragma("GCC unroll 4")
             for (int r = 0; r < MV_MAX_ROWS; r++) {
                 if (r >= m) break;
