@@ -224,12 +224,21 @@ const cJSON *tp__json_path(const cJSON *root, const char *path) {
     return cur;
 }
 
-/* The shortest "%.Ng" text of x that strtod reads back as x exactly. */
-static void shortest_double(double x, char *buf, size_t size) {
-    for (int precision = 1; precision <= 17; precision++) {
-        snprintf(buf, size, "%.*g", precision, x);
-        if (strtod(buf, NULL) == x) return;
+/* Binary search: if N digits read back as x, so do N + 1 (x rounded to N + 1 digits
+ * is at least as close to x as x rounded to N, which is an N + 1 digit number too). A
+ * float32 score printed as a double needs 16-17 digits: 5 conversions instead of 17,
+ * each a printf and a strtod (a token-classification response has thousands). */
+void tp__shortest_double(double x, char *buf, size_t size) {
+    int lo = 1, hi = 17; /* 17 digits always read back */
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        snprintf(buf, size, "%.*g", mid, x);
+        if (strtod(buf, NULL) == x)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
+    snprintf(buf, size, "%.*g", lo, x);
 }
 
 static int shorten_numbers(cJSON *item) {
@@ -238,7 +247,7 @@ static int shorten_numbers(cJSON *item) {
             double x = item->valuedouble;
             if (!isfinite(x) || x == floor(x)) continue; /* cJSON prints these already */
             char text[32];
-            shortest_double(x, text, sizeof text);
+            tp__shortest_double(x, text, sizeof text);
             char *raw = strdup(text);
             if (!raw) return 0;
             item->type = cJSON_Raw;

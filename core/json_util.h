@@ -35,6 +35,10 @@ tp_status tp__json_require_int(const cJSON *obj, const char *key, int64_t *out,
 /* Dotted path lookup ("a.b.c"); NULL when any step is absent. */
 const cJSON *tp__json_path(const cJSON *root, const char *path);
 
+/* The shortest "%.Ng" text of finite x that strtod reads back as x exactly: the
+ * digits of Python's repr(). */
+void tp__shortest_double(double x, char *buf, size_t size);
+
 /* Prints `tree` compactly, as cJSON_PrintUnformatted does, but with each non-integral
  * number in the shortest form that reads back as the same double, the way Python's
  * repr() prints floats (0.5894312262535095, not 0.58943122625350952), so tpipe's JSON

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "json_util.h"
 
 #define CT_OUTPUT_MAX (1u << 20)        /* rendered text */
 #define CT_ARENA_MAX (64u << 20)        /* render working memory */
@@ -1436,10 +1437,7 @@ static void fmt_float(double f, char *buf, size_t size)
 {
     if (isnan(f)) { snprintf(buf, size, "nan"); return; }
     if (isinf(f)) { snprintf(buf, size, f < 0 ? "-inf" : "inf"); return; }
-    for (int prec = 1; prec <= 17; prec++) { /* shortest round-trip, as Python's repr */
-        snprintf(buf, size, "%.*g", prec, f);
-        if (strtod(buf, NULL) == f) break;
-    }
+    tp__shortest_double(f, buf, size); /* as Python's repr */
     if (!strpbrk(buf, ".eninf")) strncat(buf, ".0", size - strlen(buf) - 1);
 }
 

@@ -3,6 +3,8 @@
  * ChatML, a Llama-2 template with raise_exception, whitespace control, and the
  * errors and limits. Expected strings come from jinja2 3.1 with transformers'
  * settings (trim_blocks, lstrip_blocks). */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,8 +182,40 @@ static void test_errors(void)
     check_error("{{ range(1000000) }}", TP_ERR_INVALID_ARGUMENT, "range() of over");
 }
 
+/* Floats print as Python's repr() does, in templates and in every JSON response: the
+ * fewest "%.Ng" digits that read back as the same double. The search for N must find
+ * what trying N = 1, 2, ... finds. */
+static void test_shortest_double(void)
+{
+    uint64_t state = 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < 20000; i++) {
+        state = state * 6364136223846793005u + 1442695040888963407u;
+        double x;
+        if (i % 3 == 0) { /* a float32 score, as the pipelines print them */
+            x = (double)(float)((double)(state >> 11) / 9007199254740992.0);
+        } else { /* any finite double, any exponent */
+            uint64_t bits = state & ~(0x7ffull << 52);
+            bits |= (uint64_t)(1 + (state >> 40) % 2045) << 52;
+            memcpy(&x, &bits, sizeof x);
+        }
+        char want[32], got[32];
+        for (int p = 1; p <= 17; p++) {
+            snprintf(want, sizeof want, "%.*g", p, x);
+            if (strtod(want, NULL) == x) break;
+        }
+        tp__shortest_double(x, got, sizeof got);
+        CHECK_MSG(strcmp(want, got) == 0, "shortest digits of %a: %s, want %s", x, got, want);
+    }
+    char text[32];
+    tp__shortest_double(0.1, text, sizeof text);
+    CHECK_MSG(strcmp(text, "0.1") == 0, "0.1 printed as %s", text);
+    tp__shortest_double((double)0.9994292855f, text, sizeof text);
+    CHECK_MSG(strcmp(text, "0.9994292855262756") == 0, "a float32 score printed as %s", text);
+}
+
 int main(void)
 {
+    test_shortest_double();
     test_smollm2_fixture();
     test_templates();
     test_errors();
