@@ -229,16 +229,17 @@ const cJSON *tp__json_path(const cJSON *root, const char *path) {
  * float32 score printed as a double needs 16-17 digits: 5 conversions instead of 17,
  * each a printf and a strtod (a token-classification response has thousands). */
 void tp__shortest_double(double x, char *buf, size_t size) {
-    int lo = 1, hi = 17; /* 17 digits always read back */
+    int lo = 1, hi = 17, printed = 0; /* 17 digits always read back */
     while (lo < hi) {
         const int mid = (lo + hi) / 2;
         snprintf(buf, size, "%.*g", mid, x);
+        printed = mid;
         if (strtod(buf, NULL) == x)
             hi = mid;
         else
             lo = mid + 1;
     }
-    snprintf(buf, size, "%.*g", lo, x);
+    if (printed != lo) snprintf(buf, size, "%.*g", lo, x); /* buf holds a failed try */
 }
 
 static int shorten_numbers(cJSON *item) {
