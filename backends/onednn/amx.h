@@ -26,8 +26,8 @@
 #include "matvec.h"
 
 /* bf16: between the 128 rows where this kernel was measured faster and the 2048 where
- * oneDNN's was (its row chunks re-read the bf16 weights, twice int8's bytes, 13 times
- * for FFN products of 2048 rows). */
+ * oneDNN's was (a DistilBERT b16 forward; K-blocked variants that re-read the weights
+ * less were no faster at 2048 rows, so the cause is not known). */
 enum { AMX_BF16_MAX_ROWS = 512 };
 
 /* Whether this CPU has AMX-BF16 and the kernel lets this process use the tile state
