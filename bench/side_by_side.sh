@@ -10,7 +10,9 @@
 # and (optional) onnxruntime + onnx; no network. Writes OUTDIR/results.json,
 # OUTDIR/table.txt and the raw measurements in OUTDIR/raw/. About 6 minutes.
 #
-# Environment (all optional): CPUS (0,1), THREADS (2), SEQ (128), BATCHES ("1 16"),
+# Environment (all optional): ROUNDS (1: how many times to measure everything, see
+# bench/rounds.py), ORDER (trf-first or tpipe-first: which side each model measures
+# first), CPUS (0,1), THREADS (2), SEQ (128), BATCHES ("1 16"),
 # BACKENDS ("ref openblas onednn"), DTYPES ("bf16 int8": extra onednn runs), WORK (/tmp/tpipe-bench: models and ONNX files,
 # kept between runs), PYTHON (python3), BUILD (build: the tree with bin/tpipe), BUDGET_S (4: seconds
 # of timed runs per transformers/onnxruntime measurement), DEADLINE_S (330: the slow
@@ -25,6 +27,21 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 mkdir -p "$1" || exit 1
 OUT=$(cd "$1" && pwd)
+
+# ROUNDS > 1: the whole run ROUNDS times into OUTDIR/r1.., then bench/rounds.py
+ROUNDS=${ROUNDS:-1}
+if [ "$ROUNDS" -gt 1 ] 2>/dev/null; then
+    dirs=()
+    for i in $(seq "$ROUNDS"); do
+        order=trf-first
+        [ $((i % 2)) = 1 ] || order=tpipe-first
+        ROUNDS=1 ORDER=$order bash "$0" "$OUT/r$i" || echo "side_by_side: round $i failed" >&2
+        dirs+=("$OUT/r$i")
+    done
+    "${PYTHON:-python3}" "$ROOT/bench/rounds.py" encoders "$OUT/rounds.json" "${dirs[@]}" |
+        tee "$OUT/rounds.txt"
+    exit
+fi
 RAW=$OUT/raw
 mkdir -p "$RAW" && rm -f "$RAW"/*.json "$RAW"/*.err "$RAW"/commands.txt
 
@@ -151,14 +168,17 @@ iters_for() { # BACKEND BATCH -> "ITERS WARMUP"
     fi
 }
 
-LATER=()
-for m in $MODELS; do
-    step "$m: transformers / onnxruntime (CPUs $CPUS, $THREADS threads)"
-    timeout 400 "${PIN[@]}" "$PY" "$ROOT/bench/bench_transformers.py" --model "$WORK/models/$m" \
-        --out "$RAW/trf-$m.json" --batches "${BATCHES// /,}" --seq "$SEQ" \
+trf_block() { # MODEL
+    step "$1: transformers / onnxruntime (CPUs $CPUS, $THREADS threads)"
+    timeout 400 "${PIN[@]}" "$PY" "$ROOT/bench/bench_transformers.py" --model "$WORK/models/$1" \
+        --out "$RAW/trf-$1.json" --batches "${BATCHES// /,}" --seq "$SEQ" \
         --threads "$THREADS" --budget-s "$BUDGET_S" --onnx-dir "$WORK/onnx" ||
-        note "bench_transformers.py failed for $m (exit $?)"
+        note "bench_transformers.py failed for $1 (exit $?)"
+}
 
+LATER=()
+tpipe_block() { # MODEL
+    local m=$1
     step "$m: tpipe (CPUs $CPUS, $THREADS threads)"
     for b in $BATCHES; do
         for be in $USABLE; do
@@ -176,6 +196,17 @@ for m in $MODELS; do
             fi
         done
     done
+}
+
+ORDER=${ORDER:-trf-first}
+for m in $MODELS; do
+    if [ "$ORDER" = tpipe-first ]; then
+        tpipe_block "$m"
+        trf_block "$m"
+    else
+        trf_block "$m"
+        tpipe_block "$m"
+    fi
 done
 
 step "tpipe reference backend, batch > 1 (slow; skipped after ${DEADLINE_S} s)"

@@ -17,7 +17,9 @@
 # python3 with torch and transformers; no network). Writes OUTDIR/results.json,
 # OUTDIR/table.txt and the raw measurements in OUTDIR/raw/. About 3 to 6 minutes.
 #
-# Environment (all optional): CPUS (0,1), THREADS (2), BACKENDS ("onednn openblas"),
+# Environment (all optional): ROUNDS (1: how many times to measure everything, see
+# bench/rounds.py), ORDER (trf-first or tpipe-first: which side each model measures
+# first), CPUS (0,1), THREADS (2), BACKENDS ("onednn openblas"),
 # REF (1: also the reference backend on gpt2 greedy, one run, if time is left), WORK
 # (/tmp/tpipe-bench: models, kept between runs), PYTHON (python3), BUILD (build),
 # ITERS (3: timed runs per measurement, after one warm-up), DEADLINE_S (300: the
@@ -32,6 +34,21 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 mkdir -p "$1" || exit 1
 OUT=$(cd "$1" && pwd)
+
+# ROUNDS > 1: the whole run ROUNDS times into OUTDIR/r1.., then bench/rounds.py
+ROUNDS=${ROUNDS:-1}
+if [ "$ROUNDS" -gt 1 ] 2>/dev/null; then
+    dirs=()
+    for i in $(seq "$ROUNDS"); do
+        order=trf-first
+        [ $((i % 2)) = 1 ] || order=tpipe-first
+        ROUNDS=1 ORDER=$order bash "$0" "$OUT/r$i" || echo "side_by_side_generate: round $i failed" >&2
+        dirs+=("$OUT/r$i")
+    done
+    "${PYTHON:-python3}" "$ROOT/bench/rounds.py" generation "$OUT/rounds.json" "${dirs[@]}" |
+        tee "$OUT/rounds.txt"
+    exit
+fi
 RAW=$OUT/raw
 mkdir -p "$RAW" && rm -f "$RAW"/*.json "$RAW"/*.err "$RAW"/commands.txt
 
@@ -130,11 +147,6 @@ hf_run() {
         rm -f "$RAW/trf-$m.err"
     fi
 }
-step "transformers generate() (CPUs $CPUS, $THREADS threads)"
-hf_run gpt2 16 128 1
-hf_run opus-mt-fr-en 32 48 1,4
-hf_run distilbart-cnn-12-6 256 48 1,4
-hf_run smollm2-360m 16 64 1
 
 # ---------------------------------------------------------------- tpipe
 # tp_run TAG MODEL BACKEND LIMIT_S ARGS...: one `tpipe bench --generate`, JSON to RAW.
@@ -171,20 +183,53 @@ PY
 DTYPES=${DTYPES:-bf16 int8}
 DTYPE_BACKENDS=""
 case " $USABLE " in *" onednn "*) for dt in $DTYPES; do DTYPE_BACKENDS="$DTYPE_BACKENDS onednn_$dt"; done ;; esac
-step "tpipe bench --generate (CPUs $CPUS, $THREADS threads)"
-for be in $USABLE $DTYPE_BACKENDS; do
-    tp_run gpt2-b1 gpt2 "$be" 200 --prompt-tokens 16 --new-tokens 128 --beams 1 \
-        --iters "$ITERS" --warmup 1
-    tp_run opus-mt-fr-en-b1 opus-mt-fr-en "$be" 150 --prompt-tokens 32 --new-tokens 48 --beams 1 \
-        --iters "$ITERS" --warmup 1
-    tp_run opus-mt-fr-en-b4 opus-mt-fr-en "$be" 200 --prompt-tokens 32 --new-tokens 48 --beams 4 \
-        --iters "$ITERS" --warmup 1
-    tp_run distilbart-cnn-12-6-b1 distilbart-cnn-12-6 "$be" 200 --prompt-tokens 256 --new-tokens 48 \
-        --beams 1 --iters "$ITERS" --warmup 1
-    tp_run distilbart-cnn-12-6-b4 distilbart-cnn-12-6 "$be" 300 --prompt-tokens 256 --new-tokens 48 \
-        --beams 4 --iters "$ITERS" --warmup 1
-    tp_run smollm2-360m-b1 smollm2-360m "$be" 200 --prompt-tokens 16 --new-tokens 64 --beams 1 \
-        --iters "$ITERS" --warmup 1
+# tp_model MODEL: every tpipe run of MODEL's workloads, on every backend
+tp_model() {
+    local be
+    for be in $USABLE $DTYPE_BACKENDS; do
+        case $1 in
+        gpt2)
+            tp_run gpt2-b1 gpt2 "$be" 200 --prompt-tokens 16 --new-tokens 128 --beams 1 \
+                --iters "$ITERS" --warmup 1 ;;
+        opus-mt-fr-en)
+            tp_run opus-mt-fr-en-b1 opus-mt-fr-en "$be" 150 --prompt-tokens 32 --new-tokens 48 \
+                --beams 1 --iters "$ITERS" --warmup 1
+            tp_run opus-mt-fr-en-b4 opus-mt-fr-en "$be" 200 --prompt-tokens 32 --new-tokens 48 \
+                --beams 4 --iters "$ITERS" --warmup 1 ;;
+        distilbart-cnn-12-6)
+            tp_run distilbart-cnn-12-6-b1 distilbart-cnn-12-6 "$be" 200 --prompt-tokens 256 \
+                --new-tokens 48 --beams 1 --iters "$ITERS" --warmup 1
+            tp_run distilbart-cnn-12-6-b4 distilbart-cnn-12-6 "$be" 300 --prompt-tokens 256 \
+                --new-tokens 48 --beams 4 --iters "$ITERS" --warmup 1 ;;
+        smollm2-360m)
+            tp_run smollm2-360m-b1 smollm2-360m "$be" 200 --prompt-tokens 16 --new-tokens 64 \
+                --beams 1 --iters "$ITERS" --warmup 1 ;;
+        esac
+    done
+}
+# hf_model MODEL: transformers' generate() on MODEL's workloads
+hf_model() {
+    case $1 in
+    gpt2) hf_run gpt2 16 128 1 ;;
+    opus-mt-fr-en) hf_run opus-mt-fr-en 32 48 1,4 ;;
+    distilbart-cnn-12-6) hf_run distilbart-cnn-12-6 256 48 1,4 ;;
+    smollm2-360m) hf_run smollm2-360m 16 64 1 ;;
+    esac
+}
+
+# model by model, both sides back to back (ORDER says which goes first), so that the
+# two sides of a ratio are measured minutes apart at most
+ORDER=${ORDER:-trf-first}
+for m in $MODELS; do
+    if [ "$ORDER" = tpipe-first ]; then
+        step "$m: tpipe bench --generate, then transformers (CPUs $CPUS, $THREADS threads)"
+        tp_model "$m"
+        hf_model "$m"
+    else
+        step "$m: transformers generate(), then tpipe (CPUs $CPUS, $THREADS threads)"
+        hf_model "$m"
+        tp_model "$m"
+    fi
 done
 
 step "flatness: tpipe gpt2, 16 vs 256 new tokens"
