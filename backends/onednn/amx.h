@@ -7,7 +7,8 @@
  * (oneDNN 2.6, brgemm) ran at 350-460 GFLOP/s on the accelerator machine's two vCPUs;
  * with this kernel DistilBERT's bf16 forward at 128 tokens went from 34.9 to 28.3 ms
  * there; int8 DistilBERT went from 25.8 to 21.0 ms. On 2048 rows (16 sequences)
- * oneDNN's bf16 matmul stayed faster (DistilBERT b16 467 against 587 ms), while this
+ * oneDNN's bf16 matmul stayed faster (DistilBERT b16 451 against 498 ms, median of 16
+ * paired runs), while this
  * int8 kernel overtook oneDNN's once it prefetched the weights and converted A on the
  * whole team (2048-row products 663-755 -> 877-933 GFLOP/s). docs/backends.md has
  * the figures.
