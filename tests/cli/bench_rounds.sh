@@ -5,7 +5,7 @@
 # not have torch) leaves r1, r2 and the combined rounds.txt.
 # Usage: bench_rounds.sh BUILD_DIR DATA_DIR SRC
 source "$(dirname "$0")/lib/common.sh"
-ROUNDS_PY="python3 $SRC/bench/rounds.py"
+rounds_py() { python3 "$SRC/bench/rounds.py" "$@"; }
 check() { # DESCRIPTION COMMAND...: one ok/FAIL line
     local what=$1
     shift
@@ -31,7 +31,7 @@ json.dump({"workloads": [{"model": "m", "batch": 1,
           open(sys.argv[1], "w"))
 PY
 done
-out=$($ROUNDS_PY encoders "$TMP/enc.json" "$TMP/enc/r1" "$TMP/enc/r2" "$TMP/enc/r3" "$TMP/enc/r4")
+out=$(rounds_py encoders "$TMP/enc.json" "$TMP/enc/r1" "$TMP/enc/r2" "$TMP/enc/r3" "$TMP/enc/r4")
 echo "$out"
 check "encoders: fp32 ratio is the median of the rounds' own ratios, with the range" \
     has 'tpipe onednn / transformers +2\.00x \[1\.50-2\.00\]'
@@ -55,12 +55,12 @@ json.dump({"workloads": [{"model": "g", "num_beams": 4,
           open(sys.argv[1], "w"))
 PY
 done
-out=$($ROUNDS_PY generation "$TMP/gen.json" "$TMP/gen/r1" "$TMP/gen/r2" "$TMP/gen/r3")
+out=$(rounds_py generation "$TMP/gen.json" "$TMP/gen/r1" "$TMP/gen/r2" "$TMP/gen/r3")
 echo "$out"
 check "generation: medians over the rounds" has '^g beam 4: transformers 20\.00; tpipe onednn 30\.00'
 check "generation: tokens/s ratios within rounds" has 'tpipe onednn / transformers +2\.00x \[1\.50-3\.00\]'
 
-check "no results.json anywhere: non-zero exit" fails $ROUNDS_PY encoders "$TMP/none.json" "$TMP/nothing"
+check "no results.json anywhere: non-zero exit" fails rounds_py encoders "$TMP/none.json" "$TMP/nothing"
 
 # the script's own rounds, tpipe only, on the fixtures under the models' bench names
 # (existing models are kept: make_models.py skips them; torch is hidden so that the
