@@ -29,19 +29,9 @@ mkdir -p "$1" || exit 1
 OUT=$(cd "$1" && pwd)
 
 # ROUNDS > 1: the whole run ROUNDS times into OUTDIR/r1.., then bench/rounds.py
-ROUNDS=${ROUNDS:-1}
-if [ "$ROUNDS" -gt 1 ] 2>/dev/null; then
-    dirs=()
-    for i in $(seq "$ROUNDS"); do
-        order=trf-first
-        [ $((i % 2)) = 1 ] || order=tpipe-first
-        ROUNDS=1 ORDER=$order bash "$0" "$OUT/r$i" || echo "side_by_side: round $i failed" >&2
-        dirs+=("$OUT/r$i")
-    done
-    "${PYTHON:-python3}" "$ROOT/bench/rounds.py" encoders "$OUT/rounds.json" "${dirs[@]}" |
-        tee "$OUT/rounds.txt"
-    exit
-fi
+# shellcheck source=bench/rounds.sh
+source "$ROOT/bench/rounds.sh"
+run_rounds encoders "$0" "$OUT" && exit
 RAW=$OUT/raw
 mkdir -p "$RAW" && rm -f "$RAW"/*.json "$RAW"/*.err "$RAW"/commands.txt
 
@@ -198,15 +188,8 @@ tpipe_block() { # MODEL
     done
 }
 
-ORDER=${ORDER:-trf-first}
 for m in $MODELS; do
-    if [ "$ORDER" = tpipe-first ]; then
-        tpipe_block "$m"
-        trf_block "$m"
-    else
-        trf_block "$m"
-        tpipe_block "$m"
-    fi
+    both_sides "$m" trf_block tpipe_block
 done
 
 step "tpipe reference backend, batch > 1 (slow; skipped after ${DEADLINE_S} s)"

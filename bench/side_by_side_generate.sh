@@ -36,19 +36,9 @@ mkdir -p "$1" || exit 1
 OUT=$(cd "$1" && pwd)
 
 # ROUNDS > 1: the whole run ROUNDS times into OUTDIR/r1.., then bench/rounds.py
-ROUNDS=${ROUNDS:-1}
-if [ "$ROUNDS" -gt 1 ] 2>/dev/null; then
-    dirs=()
-    for i in $(seq "$ROUNDS"); do
-        order=trf-first
-        [ $((i % 2)) = 1 ] || order=tpipe-first
-        ROUNDS=1 ORDER=$order bash "$0" "$OUT/r$i" || echo "side_by_side_generate: round $i failed" >&2
-        dirs+=("$OUT/r$i")
-    done
-    "${PYTHON:-python3}" "$ROOT/bench/rounds.py" generation "$OUT/rounds.json" "${dirs[@]}" |
-        tee "$OUT/rounds.txt"
-    exit
-fi
+# shellcheck source=bench/rounds.sh
+source "$ROOT/bench/rounds.sh"
+run_rounds generation "$0" "$OUT" && exit
 RAW=$OUT/raw
 mkdir -p "$RAW" && rm -f "$RAW"/*.json "$RAW"/*.err "$RAW"/commands.txt
 
@@ -186,6 +176,7 @@ case " $USABLE " in *" onednn "*) for dt in $DTYPES; do DTYPE_BACKENDS="$DTYPE_B
 # tp_model MODEL: every tpipe run of MODEL's workloads, on every backend
 tp_model() {
     local be
+    step "$1: tpipe bench --generate (CPUs $CPUS, $THREADS threads)"
     for be in $USABLE $DTYPE_BACKENDS; do
         case $1 in
         gpt2)
@@ -209,6 +200,7 @@ tp_model() {
 }
 # hf_model MODEL: transformers' generate() on MODEL's workloads
 hf_model() {
+    step "$1: transformers generate() (CPUs $CPUS, $THREADS threads)"
     case $1 in
     gpt2) hf_run gpt2 16 128 1 ;;
     opus-mt-fr-en) hf_run opus-mt-fr-en 32 48 1,4 ;;
@@ -219,17 +211,8 @@ hf_model() {
 
 # model by model, both sides back to back (ORDER says which goes first), so that the
 # two sides of a ratio are measured minutes apart at most
-ORDER=${ORDER:-trf-first}
 for m in $MODELS; do
-    if [ "$ORDER" = tpipe-first ]; then
-        step "$m: tpipe bench --generate, then transformers (CPUs $CPUS, $THREADS threads)"
-        tp_model "$m"
-        hf_model "$m"
-    else
-        step "$m: transformers generate(), then tpipe (CPUs $CPUS, $THREADS threads)"
-        hf_model "$m"
-        tp_model "$m"
-    fi
+    both_sides "$m" hf_model tp_model
 done
 
 step "flatness: tpipe gpt2, 16 vs 256 new tokens"
