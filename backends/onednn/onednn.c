@@ -854,9 +854,16 @@ static void rows_to_bf16_avx512(const float *a, int m, int k, int lda, uint16_t 
     }
 }
 
+/* On the team when there are many rows (oneDNN's bf16 products of more than
+ * AMX_BF16_MAX_ROWS rows): the product waits for all of A, and on one thread the other
+ * sat idle through it. */
 static void rows_to_bf16(const dn_ctx *c, const float *a, int m, int k, int lda, uint16_t *out) {
     if (c->cvt_bf16) {
-        rows_to_bf16_avx512(a, m, k, lda, out);
+        enum { SLICE = 64 };
+#pragma omp parallel for num_threads(c->team) schedule(static) if (m >= 2 * SLICE && c->team > 1)
+        for (int r0 = 0; r0 < m; r0 += SLICE)
+            rows_to_bf16_avx512(a + (size_t)r0 * lda, m - r0 < SLICE ? m - r0 : SLICE, k, lda,
+                                out + (size_t)r0 * k);
         return;
     }
     for (int r = 0; r < m; r++)
