@@ -854,9 +854,9 @@ static void rows_to_bf16_avx512(const float *a, int m, int k, int lda, uint16_t 
     }
 }
 
-/* On the team when there are many rows (oneDNN's bf16 products of more than
- * AMX_BF16_MAX_ROWS rows): the product waits for all of A, and on one thread the other
- * sat idle through it. */
+/* On the team when there are many rows (the bf16 products oneDNN computes: more than
+ * AMX_BF16_MAX_ROWS rows on AMX CPUs, all of 5 rows or more elsewhere): the product
+ * waits for all of A, and on one thread the other sat idle through it. */
 static void rows_to_bf16(const dn_ctx *c, const float *a, int m, int k, int lda, uint16_t *out) {
     if (c->cvt_bf16) {
         enum { SLICE = 64 };
