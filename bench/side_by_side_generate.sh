@@ -173,40 +173,36 @@ PY
 DTYPES=${DTYPES:-bf16 int8}
 DTYPE_BACKENDS=""
 case " $USABLE " in *" onednn "*) for dt in $DTYPES; do DTYPE_BACKENDS="$DTYPE_BACKENDS onednn_$dt"; done ;; esac
+# workload MODEL: "PROMPT NEW BEAMS LIMITS" of MODEL's runs, written once for both
+# sides (BEAMS and each tpipe run's time limit in s: comma lists, one per beam count)
+workload() {
+    case $1 in
+    gpt2) echo "16 128 1 200" ;;
+    opus-mt-fr-en) echo "32 48 1,4 150,200" ;;
+    distilbart-cnn-12-6) echo "256 48 1,4 200,300" ;;
+    smollm2-360m) echo "16 64 1 200" ;;
+    esac
+}
 # tp_model MODEL: every tpipe run of MODEL's workloads, on every backend
 tp_model() {
-    local be
+    local be prompt new beams limits b i
+    read -r prompt new beams limits <<<"$(workload "$1")"
     step "$1: tpipe bench --generate (CPUs $CPUS, $THREADS threads)"
     for be in $USABLE $DTYPE_BACKENDS; do
-        case $1 in
-        gpt2)
-            tp_run gpt2-b1 gpt2 "$be" 200 --prompt-tokens 16 --new-tokens 128 --beams 1 \
-                --iters "$ITERS" --warmup 1 ;;
-        opus-mt-fr-en)
-            tp_run opus-mt-fr-en-b1 opus-mt-fr-en "$be" 150 --prompt-tokens 32 --new-tokens 48 \
-                --beams 1 --iters "$ITERS" --warmup 1
-            tp_run opus-mt-fr-en-b4 opus-mt-fr-en "$be" 200 --prompt-tokens 32 --new-tokens 48 \
-                --beams 4 --iters "$ITERS" --warmup 1 ;;
-        distilbart-cnn-12-6)
-            tp_run distilbart-cnn-12-6-b1 distilbart-cnn-12-6 "$be" 200 --prompt-tokens 256 \
-                --new-tokens 48 --beams 1 --iters "$ITERS" --warmup 1
-            tp_run distilbart-cnn-12-6-b4 distilbart-cnn-12-6 "$be" 300 --prompt-tokens 256 \
-                --new-tokens 48 --beams 4 --iters "$ITERS" --warmup 1 ;;
-        smollm2-360m)
-            tp_run smollm2-360m-b1 smollm2-360m "$be" 200 --prompt-tokens 16 --new-tokens 64 \
-                --beams 1 --iters "$ITERS" --warmup 1 ;;
-        esac
+        i=1
+        for b in ${beams//,/ }; do
+            tp_run "$1-b$b" "$1" "$be" "$(cut -d, -f$i <<<"$limits")" --prompt-tokens "$prompt" \
+                --new-tokens "$new" --beams "$b" --iters "$ITERS" --warmup 1
+            i=$((i + 1))
+        done
     done
 }
 # hf_model MODEL: transformers' generate() on MODEL's workloads
 hf_model() {
+    local prompt new beams
+    read -r prompt new beams _ <<<"$(workload "$1")"
     step "$1: transformers generate() (CPUs $CPUS, $THREADS threads)"
-    case $1 in
-    gpt2) hf_run gpt2 16 128 1 ;;
-    opus-mt-fr-en) hf_run opus-mt-fr-en 32 48 1,4 ;;
-    distilbart-cnn-12-6) hf_run distilbart-cnn-12-6 256 48 1,4 ;;
-    smollm2-360m) hf_run smollm2-360m 16 64 1 ;;
-    esac
+    hf_run "$1" "$prompt" "$new" "$beams"
 }
 
 # model by model, both sides back to back (ORDER says which goes first), so that the
