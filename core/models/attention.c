@@ -18,6 +18,7 @@
 #include <float.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -38,6 +39,11 @@ enum {
  * n_heads / kv_heads consecutive query heads. */
 static inline int kv_head(const tp__attn_args *a, int h) {
     return a->kv_heads > 0 ? h / (a->n_heads / a->kv_heads) : h;
+}
+
+/* Where K/V head g starts in base (a->k or a->v). */
+static inline const float *kv_at(const tp__attn_args *a, const float *base, int g) {
+    return base + (size_t)g * (a->head_stride ? a->head_stride : (size_t)a->head_dim);
 }
 
 /* Score row i of head h over keys [0, tk), already q·k·scale: plus the bias, then the
@@ -140,7 +146,7 @@ TP_SIMD_INLINE void step_scores(const float *q, const float *k, int ldk, int D, 
 TP_SIMD_INLINE void step_row(const tp__attn_args *a, int tk, int h, int i, float *s) {
     const int D = a->head_dim, TK = tk, g = kv_head(a, h);
     const float *q = a->q + (size_t)i * a->ldq + (size_t)h * D;
-    const float *k = a->k + (size_t)g * D, *v = a->v + (size_t)g * D;
+    const float *k = kv_at(a, a->k, g), *v = kv_at(a, a->v, g);
     /* keys in query i's future are masked below: no product for them */
     const int last = a->causal_past >= 0 ? a->causal_past + i : TK - 1;
     const int seen = last + 1 < TK ? last + 1 : TK;
@@ -215,7 +221,7 @@ TP_SIMD_INLINE void transpose16(tp_v16f r[16]) {
  * to another cache line. */
 TP_SIMD_INLINE void pack_kt(const tp__attn_args *a, int h, int tk, int tkp, float *kt) {
     const int D = a->head_dim, D16 = D / 16 * 16, tk16 = tk / 16 * 16;
-    const float *k = a->k + (size_t)kv_head(a, h) * D;
+    const float *k = kv_at(a, a->k, kv_head(a, h));
     for (int j = 0; j < tk16; j += 16)
         for (int d = 0; d < D16; d += 16) {
             tp_v16f r[16];
@@ -270,7 +276,7 @@ TP_SIMD_INLINE void tile(const tp__attn_args *a, int h, int i0, int tk, int tkp,
     for (int r = 0; r < rows; r++) mask_softmax_row(a, h, i0 + r, tk, s + (size_t)r * tkp);
 
     /* out[r][d] = Σ_j p[r][j]·v[j][d], two vectors of d at a time, then a scalar tail */
-    const float *v = a->v + (size_t)kv_head(a, h) * D;
+    const float *v = kv_at(a, a->v, kv_head(a, h));
     int d0 = 0;
     for (; d0 + 32 <= D; d0 += 32) {
         tp_v16f acc[QB][2];
@@ -357,6 +363,19 @@ static row_plan plan_row(const tp__attn_args *a) {
     p.items = p.fused ? a->n_heads * ((a->tq + QB - 1) / QB) : a->n_heads * a->tq;
     p.scratch = p.fused ? ((size_t)a->head_dim + QB) * (size_t)tkp : (size_t)tk;
     return p;
+}
+
+void tp__heads_major(const float *x, int S, int NH, int D, float *out) {
+    for (int h = 0; h < NH; h++)
+        for (int t = 0; t < S; t++)
+            memcpy(out + ((size_t)h * S + t) * D, x + ((size_t)t * NH + h) * D,
+                   (size_t)D * sizeof(float));
+}
+
+int tp__source_run(const int *src, int b, int B) {
+    int end = b + 1;
+    while (src && end < B && src[end] == src[b]) end++;
+    return end;
 }
 
 tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err) {

@@ -19,6 +19,11 @@ typedef struct tp__attn_args {
     const float *q; int ldq;    /* [tq, ldq] */
     const float *k; int ldk;    /* [tk, ldk] */
     const float *v; int ldv;    /* [tk, ldv] */
+    size_t head_stride;         /* floats from one K/V head to the next; 0: head_dim (heads
+                                   side by side in each row, as above). head_stride tk·D
+                                   with ldk = ldv = D: each head's keys one contiguous
+                                   block, which a step streams instead of taking 256
+                                   bytes from each of tk rows */
     const float *key_mask;      /* [tk] additive (0 or -FLT_MAX per key), or NULL */
     int causal_past;            /* < 0: none; else query i sees keys j <= causal_past + i
                                    (causal_past = tokens already in a KV cache) */
@@ -35,5 +40,15 @@ tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error 
  * too small to split (a few heads over a few dozen keys) still runs on all of them. */
 tp_status tp__attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
                              tp_error *err);
+
+/* x [S, NH·D] (heads side by side, as a projection writes them) as out [NH, S, D],
+ * the head_stride = S·D layout above. */
+void tp__heads_major(const float *x, int S, int NH, int D, float *out);
+
+/* The end of the run of decoder rows from b on (of B) that cross-attend to the same
+ * encoded source (src[r]: row r's source; NULL: row r reads source r). A run is one
+ * attention row of all its queries, so that a beam search reads each source's keys
+ * and values once a step instead of once per beam. */
+int tp__source_run(const int *src, int b, int B);
 
 #endif

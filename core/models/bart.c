@@ -292,17 +292,21 @@ static tp_status encode(const tp__backend *be, const bart *mdl, const tp_model_i
 }
 
 /* Every decoder layer's cross-attention K and V of the encoder output: once per
- * source, whatever the number of decoder steps. */
+ * source, whatever the number of decoder steps; stored head-major (one contiguous
+ * block per head, tp__heads_major), so that each step streams them. scratch: the
+ * encoder's rows × hidden. */
 static tp_status cross_kv(const tp__backend *be, const bart *mdl, bart_cache *cache,
-                          tp_error *err) {
-    const int H = mdl->c.hidden, BS = cache->nsrc * cache->S;
+                          float *scratch, tp_error *err) {
+    const int H = mdl->c.hidden, S = cache->S, BS = cache->nsrc * S, NH = mdl->c.dec_heads;
     for (int li = 0; li < mdl->c.dec_layers; li++) {
         const bart_attn *a = &mdl->w.dec[li].cross;
-        const size_t off = (size_t)li * BS * H;
-        TP_TRY(tp__linear(be, cache->enc, BS, H, a->wk, a->bk, H, TP_ACT_NONE, cache->ck + off,
-                          err));
-        TP_TRY(tp__linear(be, cache->enc, BS, H, a->wv, a->bv, H, TP_ACT_NONE, cache->cv + off,
-                          err));
+        for (float *kv = cache->ck; kv; kv = kv == cache->ck ? cache->cv : NULL) {
+            float *out = kv + (size_t)li * BS * H;
+            TP_TRY(tp__linear(be, cache->enc, BS, H, kv == cache->ck ? a->wk : a->wv,
+                              kv == cache->ck ? a->bk : a->bv, H, TP_ACT_NONE, scratch, err));
+            for (int n = 0; n < cache->nsrc; n++)
+                tp__heads_major(scratch + (size_t)n * S * H, S, NH, H / NH, out + (size_t)n * S * H);
+        }
     }
     return TP_OK;
 }
@@ -345,17 +349,19 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
         TP_TRY(tp__linear(be, w->x, Bn, H, l->cross.wq, l->cross.bq, H, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * H;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * H;
-        for (int b = 0; b < B; b++) {
+        int runs = 0;
+        for (int b = 0, end; b < B; b = end, runs++) {
+            end = tp__source_run(cache->src, b, B);
             const int src = cache->src ? cache->src[b] : b;
             const size_t r0 = (size_t)src * S * H;
-            w->attn[b] = (tp__attn_args){
-                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+            w->attn[runs] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = (end - b) * n, .tk = S,
                 .q = w->q + (size_t)b * n * H, .ldq = H,
-                .k = ck + r0, .ldk = H, .v = cv + r0, .ldv = H,
+                .k = ck + r0, .ldk = D, .v = cv + r0, .ldv = D, .head_stride = (size_t)S * D,
                 .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,
             };
         }
-        TP_TRY(tp__attention_rows(be, w->attn, B, err));
+        TP_TRY(tp__attention_rows(be, w->attn, runs, err));
         TP_TRY(attn_out(be, c, &l->cross, l->ln2_g, l->ln2_b, Bn, w, err));
 
         TP_TRY(ffn(be, c, c->dec_ffn, l->w1, l->b1, l->w2, l->b2, l->ln3_g, l->ln3_b, Bn, w,
@@ -514,7 +520,7 @@ static tp_status bart_forward(const tp_model *m, const tp__backend *be, const tp
         dec_ids = shifted;
         st = check_ids(m, c, "decoder_input_ids", dec_ids, B, T, c->dec_vocab, err);
     }
-    if (st == TP_OK) st = cross_kv(be, mdl, &cache, err);
+    if (st == TP_OK) st = cross_kv(be, mdl, &cache, w.q, err);
     /* incremental decoding: keep `cache` and call decoder_step with n = 1 per token */
     if (st == TP_OK) st = decoder_step(be, mdl, &cache, dec_ids, T, &w, err);
     if (st == TP_OK) {
@@ -633,7 +639,7 @@ static tp_status session_encode(void *sp, const int32_t *ids, const int32_t *mas
     for (int r = 0; r < s->rows; r++) s->cache.src[r] = r / per;
     TP_TRY(work_alloc(&s->w, (size_t)rows, (size_t)c->hidden, (size_t)wide, err));
     TP_TRY(encode(s->be, mdl, &in, &s->cache, &s->w, err));
-    TP_TRY(cross_kv(s->be, mdl, &s->cache, err));
+    TP_TRY(cross_kv(s->be, mdl, &s->cache, s->w.q, err));
     s->encoded = 1;
     return TP_OK;
 }

@@ -301,16 +301,22 @@ static tp_status encode(const tp__backend *be, const t5 *mdl, const tp_model_inp
 }
 
 /* Every decoder layer's cross-attention K and V of the encoder output: once per
- * source, whatever the number of decoder steps. */
-static tp_status cross_kv(const tp__backend *be, const t5 *mdl, t5_cache *cache, tp_error *err) {
-    const int H = mdl->c.hidden, I = mdl->c.inner, BS = cache->nsrc * cache->S;
+ * source, whatever the number of decoder steps; stored head-major (one contiguous
+ * block per head, tp__heads_major), so that each step streams them. scratch: the
+ * encoder's rows × inner. */
+static tp_status cross_kv(const tp__backend *be, const t5 *mdl, t5_cache *cache, float *scratch,
+                          tp_error *err) {
+    const int H = mdl->c.hidden, I = mdl->c.inner, S = cache->S, BS = cache->nsrc * S;
     for (int li = 0; li < mdl->c.dec_layers; li++) {
         const t5_attn *a = &mdl->w.dec[li].cross;
-        const size_t off = (size_t)li * BS * I;
-        TP_TRY(tp__linear(be, cache->enc, BS, H, a->wk, NULL, I, TP_ACT_NONE, cache->ck + off,
-                          err));
-        TP_TRY(tp__linear(be, cache->enc, BS, H, a->wv, NULL, I, TP_ACT_NONE, cache->cv + off,
-                          err));
+        for (float *kv = cache->ck; kv; kv = kv == cache->ck ? cache->cv : NULL) {
+            float *out = kv + (size_t)li * BS * I;
+            TP_TRY(tp__linear(be, cache->enc, BS, H, kv == cache->ck ? a->wk : a->wv, NULL, I,
+                              TP_ACT_NONE, scratch, err));
+            for (int n = 0; n < cache->nsrc; n++)
+                tp__heads_major(scratch + (size_t)n * S * I, S, mdl->c.n_heads, mdl->c.d_kv,
+                                out + (size_t)n * S * I);
+        }
     }
     return TP_OK;
 }
@@ -356,17 +362,19 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
         TP_TRY(tp__linear(be, w->h, Bn, H, l->cross.wq, NULL, I, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * I;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * I;
-        for (int b = 0; b < B; b++) {
+        int runs = 0;
+        for (int b = 0, end; b < B; b = end, runs++) {
+            end = tp__source_run(cache->src, b, B);
             const int src = cache->src ? cache->src[b] : b;
             const size_t r0 = (size_t)src * S * I;
-            w->attn[b] = (tp__attn_args){
-                .n_heads = NH, .head_dim = D, .tq = n, .tk = S,
+            w->attn[runs] = (tp__attn_args){
+                .n_heads = NH, .head_dim = D, .tq = (end - b) * n, .tk = S,
                 .q = w->q + (size_t)b * n * I, .ldq = I,
-                .k = ck + r0, .ldk = I, .v = cv + r0, .ldv = I,
+                .k = ck + r0, .ldk = D, .v = cv + r0, .ldv = D, .head_stride = (size_t)S * D,
                 .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
             };
         }
-        TP_TRY(tp__attention_rows(be, w->attn, B, err));
+        TP_TRY(tp__attention_rows(be, w->attn, runs, err));
         TP_TRY(attn_out(be, c, &l->cross, Bn, w, err));
 
         TP_TRY(ffn(be, c, l->ln3, &l->ffn, Bn, w, err));
@@ -471,7 +479,7 @@ static tp_status t5_forward(const tp_model *m, const tp__backend *be, const tp_m
     if (st == TP_OK && hidden_states) {
         st = hidden_or_logits(be, mdl, cache.enc, B, S, 0, out, err);
     } else if (st == TP_OK) {
-        st = cross_kv(be, mdl, &cache, err);
+        st = cross_kv(be, mdl, &cache, w.q, err);
         /* incremental decoding: keep `cache` and call decoder_step with n = 1 per token */
         if (st == TP_OK) st = decoder_step(be, mdl, &cache, dec_ids, T, &w, err);
         if (st == TP_OK)
@@ -567,7 +575,7 @@ static tp_status session_encode(void *sp, const int32_t *ids, const int32_t *mas
     for (int r = 0; r < s->rows; r++) s->cache.src[r] = r / per;
     TP_TRY(work_alloc(&s->w, c, (size_t)rows, (size_t)(att_e > att_d ? att_e : att_d), err));
     TP_TRY(encode(s->be, mdl, &in, &s->cache, &s->w, err));
-    TP_TRY(cross_kv(s->be, mdl, &s->cache, err));
+    TP_TRY(cross_kv(s->be, mdl, &s->cache, s->w.q, err));
     s->encoded = 1;
     return TP_OK;
 }

@@ -334,9 +334,10 @@ static void test_add_layer_norm(void) {
 
 /* tp__attention (fused for tq >= 4, the step path below) against a double-precision
  * evaluation, with a key mask (trailing padding), a causal window, a bias and nkv
- * key/value heads (grouped-query attention when fewer than nh). */
-static double attention_error(int nh, int nkv, int d, int tq, int tk, int masked_tail,
-                              int causal_past, int with_bias) {
+ * key/value heads (grouped-query attention when fewer than nh); head_major: K and V
+ * handed over head by head (head_stride), as the seq2seq models keep cross-attention's. */
+static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int masked_tail,
+                                 int causal_past, int with_bias, int head_major) {
     const int ld = nh * d + 3; /* heads side by side, rows padded */
     float *q = rand_buf((size_t)tq * ld), *k = rand_buf((size_t)tk * ld);
     float *v = rand_buf((size_t)tk * ld), *out = calloc((size_t)tq * ld, sizeof(float));
@@ -352,6 +353,18 @@ static double attention_error(int nh, int nkv, int d, int tq, int tk, int masked
     tp_error err;
     tp__backend ref = {.vt = tp__ref_backend_descriptor()->vtable, .name = "ref"};
     const int g = nkv > 0 ? nh / nkv : 1; /* query heads per key/value head */
+    const int kvh = nkv > 0 ? nkv : nh;
+    float *kh = NULL, *vh = NULL;
+    if (head_major) {
+        kh = malloc(sizeof(float) * kvh * tk * d), vh = malloc(sizeof(float) * kvh * tk * d);
+        for (int h = 0; h < kvh; h++)
+            for (int j = 0; j < tk; j++)
+                for (int c = 0; c < d; c++) {
+                    kh[((size_t)h * tk + j) * d + c] = k[j * ld + h * d + c];
+                    vh[((size_t)h * tk + j) * d + c] = v[j * ld + h * d + c];
+                }
+        a.k = kh, a.v = vh, a.ldk = a.ldv = d, a.head_stride = (size_t)tk * d;
+    }
     CHECK_STATUS(tp__attention(&ref, &a, &err), TP_OK);
     double worst = 0;
     double *p = malloc(sizeof(double) * tk);
@@ -375,8 +388,30 @@ static double attention_error(int nh, int nkv, int d, int tq, int tk, int masked
                 worst = fmax(worst, fabs(o - out[i * ld + h * d + c]));
             }
         }
-    free(q), free(k), free(v), free(out), free(mask), free(bias), free(p);
+    free(q), free(k), free(v), free(out), free(mask), free(bias), free(p), free(kh), free(vh);
     return worst;
+}
+
+static double attention_error(int nh, int nkv, int d, int tq, int tk, int masked_tail,
+                              int causal_past, int with_bias) {
+    return attention_error_as(nh, nkv, d, tq, tk, masked_tail, causal_past, with_bias, 0);
+}
+
+/* tp__heads_major: [S, NH·D] -> [NH, S, D] */
+static void test_heads_major(void) {
+    enum { S = 5, NH = 3, D = 4 };
+    float x[S * NH * D], out[S * NH * D];
+    for (int i = 0; i < S * NH * D; i++) x[i] = (float)i;
+    tp__heads_major(x, S, NH, D, out);
+    for (int h = 0; h < NH; h++)
+        for (int t = 0; t < S; t++)
+            for (int c = 0; c < D; c++)
+                CHECK(out[(h * S + t) * D + c] == x[t * NH * D + h * D + c]);
+    const int src[] = {0, 0, 0, 2, 2, 1};
+    CHECK(tp__source_run(src, 0, 6) == 3);
+    CHECK(tp__source_run(src, 3, 6) == 5);
+    CHECK(tp__source_run(src, 5, 6) == 6);
+    CHECK(tp__source_run(NULL, 2, 6) == 3);
 }
 
 static void test_attention(void) {
@@ -392,12 +427,17 @@ static void test_attention(void) {
     CHECK_NEAR(attention_error(15, 5, 64, 1, 300, 0, 299, 0), 0, 2e-6); /* step, grouped */
     CHECK_NEAR(attention_error(16, 0, 64, 2, 200, 7, -1, 0), 0, 2e-6); /* step, padded keys */
     CHECK_NEAR(attention_error(2, 0, 8, 1, 6, 6, -1, 0), 0, 2e-6);     /* step, all hidden */
+    /* head-major K/V (a source's cross-attention, beams' queries together) */
+    CHECK_NEAR(attention_error_as(16, 0, 64, 4, 200, 7, -1, 0, 1), 0, 2e-6); /* fused */
+    CHECK_NEAR(attention_error_as(3, 0, 20, 3, 37, 5, -1, 0, 1), 0, 2e-6);   /* step, d tail */
+    CHECK_NEAR(attention_error_as(6, 2, 32, 1, 12, 0, 5, 0, 1), 0, 2e-6);    /* step, grouped */
 }
 
 int main(void) {
     test_activation_sweep();
     test_add_layer_norm();
     test_attention();
+    test_heads_major();
     test_matmul();
     test_layer_norm();
     test_activations();
