@@ -93,10 +93,11 @@ for be in $BACKENDS; do
 done
 echo "  usable backends:$USABLE"
 [ -n "$USABLE" ] || { echo "side_by_side_generate: no usable backend" >&2; exit 1; }
+MODELS=${MODELS:-gpt2 opus-mt-fr-en distilbart-cnn-12-6 smollm2-360m}
 HAVE_TORCH=1
 if ! "$PY" -c 'import torch, transformers; print("  torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null; then
     HAVE_TORCH=0
-    for m in gpt2 opus-mt-fr-en; do
+    for m in $MODELS; do
         if [ ! -f "$WORK/models/$m/model.safetensors" ]; then
             echo "side_by_side_generate: $PY cannot import torch and transformers, and" \
                 "$WORK/models/$m was not made before: stopping" >&2
@@ -107,7 +108,6 @@ if ! "$PY" -c 'import torch, transformers; print("  torch", torch.__version__, "
 fi
 
 # ---------------------------------------------------------------- models
-MODELS=${MODELS:-gpt2 opus-mt-fr-en distilbart-cnn-12-6 smollm2-360m}
 step "models (bench/make_models.py $WORK/models $MODELS)"
 if [ $HAVE_TORCH -eq 1 ]; then
     # shellcheck disable=SC2086
@@ -211,10 +211,12 @@ for m in $MODELS; do
     both_sides "$m" hf_model tp_model
 done
 
-step "flatness: tpipe gpt2, 16 vs 256 new tokens"
-for be in $USABLE; do
-    tp_run gpt2-flat gpt2 "$be" 200 --prompt-tokens 16 --new-tokens 16,256 --iters 2 --warmup 1
-done
+if [[ " $MODELS " == *" gpt2 "* ]]; then
+    step "flatness: tpipe gpt2, 16 vs 256 new tokens"
+    for be in $USABLE; do
+        tp_run gpt2-flat gpt2 "$be" 200 --prompt-tokens 16 --new-tokens 16,256 --iters 2 --warmup 1
+    done
+fi
 
 if [ "$REF" = 1 ]; then
     step "tpipe reference backend, gpt2 greedy (one run; skipped after ${DEADLINE_S} s)"
@@ -230,7 +232,12 @@ fi
 
 # ---------------------------------------------------------------- report
 step "report"
-"$PY" - "$RAW" "$OUT/results.json" "$CPUS" "$THREADS" "$BACKENDS $DTYPE_BACKENDS ref" <<'PY' | tee "$OUT/table.txt"
+# the measured workloads, one "MODEL BEAMS PROMPT NEW" line each, from workload()
+specs=$(for m in $MODELS; do
+    read -r prompt new beams _ <<<"$(workload "$m")"
+    for b in ${beams//,/ }; do echo "$m $b $prompt $new"; done
+done)
+"$PY" - "$RAW" "$OUT/results.json" "$CPUS" "$THREADS" "$BACKENDS $DTYPE_BACKENDS ref" "$specs" <<'PY' | tee "$OUT/table.txt"
 import glob, json, os, platform, sys
 raw, out, cpus, threads, backends = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split()
 backends = [b for i, b in enumerate(backends) if b not in backends[:i] and (b != "ref" or os.path.exists(f"{raw}/tpipe-gpt2-b1-ref.json"))]
@@ -242,12 +249,8 @@ def load(path):
         return {"error": f"{os.path.basename(path)}: {e}"}
 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-workloads = [("gpt2", "gpt2-b1", "1", 16, 128), ("opus-mt-fr-en", "opus-mt-fr-en-b1", "1", 32, 48),
-             ("opus-mt-fr-en", "opus-mt-fr-en-b4", "4", 32, 48),
-             ("distilbart-cnn-12-6", "distilbart-cnn-12-6-b1", "1", 256, 48),
-             ("distilbart-cnn-12-6", "distilbart-cnn-12-6-b4", "4", 256, 48),
-             ("smollm2-360m", "smollm2-360m-b1", "1", 16, 64)]
-trf = {m: load(f"{raw}/trf-{m}.json") for m in ("gpt2", "opus-mt-fr-en", "distilbart-cnn-12-6", "smollm2-360m")}
+workloads = [(m, f"{m}-b{b}", b, int(p), int(n)) for m, b, p, n in (l.split() for l in sys.argv[6].splitlines())]
+trf = {m: load(f"{raw}/trf-{m}.json") for m in dict.fromkeys(w[0] for w in workloads)}
 rows, doc = [], {"cpu": cpu, "cpus": cpus, "threads": threads, "workloads": []}
 for m, tag, beams, prompt, new in workloads:
     t = trf[m].get("results", {}).get(beams)
@@ -282,8 +285,9 @@ for w in doc["workloads"]:
     for who, r in [("transformers", w["transformers"])] + [(f"tpipe {b}", r) for b, r in w["tpipe"].items()]:
         if "error" in r or "skipped" in r:
             notes.append(f"{w['model']} beams {w['num_beams']}, {who}: {r.get('error') or r.get('skipped')}")
-print("\nflatness: tpipe gpt2, prompt 16, ms per new token at 256 new tokens over that at 16 "
-      "(near 1: the KV cache keeps the per-token cost flat)")
+if doc["flatness"]:
+    print("\nflatness: tpipe gpt2, prompt 16, ms per new token at 256 new tokens over that at 16 "
+          "(near 1: the KV cache keeps the per-token cost flat)")
 for be, flat in doc["flatness"].items():
     if "runs" in flat:
         a, b = flat["runs"][0], flat["runs"][-1]
