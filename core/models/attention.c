@@ -374,6 +374,15 @@ void tp__heads_major(const float *x, int S, int NH, int D, float *out) {
                    (size_t)D * sizeof(float));
 }
 
+tp_status tp__project_heads_major(const tp__backend *be, const float *x, int nsrc, int S, int k,
+                                  const float *w, const float *b, int NH, int D, float *scratch,
+                                  float *out, tp_error *err) {
+    const size_t per = (size_t)S * NH * D;
+    TP_TRY(tp__linear(be, x, nsrc * S, k, w, b, NH * D, TP_ACT_NONE, scratch, err));
+    for (int n = 0; n < nsrc; n++) tp__heads_major(scratch + n * per, S, NH, D, out + n * per);
+    return TP_OK;
+}
+
 int tp__source_run(const int *src, int b, int B) {
     int end = b + 1;
     while (src && end < B && src[end] == src[b]) end++;

@@ -45,6 +45,13 @@ tp_status tp__attention_rows(const tp__backend *be, const tp__attn_args *rows, i
  * the head_stride = S·D layout above. */
 void tp__heads_major(const float *x, int S, int NH, int D, float *out);
 
+/* out = x·wᵀ + b (b may be NULL) for nsrc sources of S rows of k inputs, each source's
+ * [S, NH·D] result stored head-major (tp__heads_major) at out + source·S·NH·D: the
+ * cross-attention K or V of an encoder output. scratch: nsrc·S·NH·D floats. */
+tp_status tp__project_heads_major(const tp__backend *be, const float *x, int nsrc, int S, int k,
+                                  const float *w, const float *b, int NH, int D, float *scratch,
+                                  float *out, tp_error *err);
+
 /* The end of the run of decoder rows from b on (of B) that cross-attend to the same
  * encoded source (src[r]: row r's source; NULL: row r reads source r). A run is one
  * attention row of all its queries, so that a beam search reads each source's keys

@@ -300,13 +300,11 @@ static tp_status cross_kv(const tp__backend *be, const bart *mdl, bart_cache *ca
     const int H = mdl->c.hidden, S = cache->S, BS = cache->nsrc * S, NH = mdl->c.dec_heads;
     for (int li = 0; li < mdl->c.dec_layers; li++) {
         const bart_attn *a = &mdl->w.dec[li].cross;
-        for (float *kv = cache->ck; kv; kv = kv == cache->ck ? cache->cv : NULL) {
-            float *out = kv + (size_t)li * BS * H;
-            TP_TRY(tp__linear(be, cache->enc, BS, H, kv == cache->ck ? a->wk : a->wv,
-                              kv == cache->ck ? a->bk : a->bv, H, TP_ACT_NONE, scratch, err));
-            for (int n = 0; n < cache->nsrc; n++)
-                tp__heads_major(scratch + (size_t)n * S * H, S, NH, H / NH, out + (size_t)n * S * H);
-        }
+        const size_t off = (size_t)li * BS * H;
+        TP_TRY(tp__project_heads_major(be, cache->enc, cache->nsrc, S, H, a->wk, a->bk, NH, H / NH,
+                                       scratch, cache->ck + off, err));
+        TP_TRY(tp__project_heads_major(be, cache->enc, cache->nsrc, S, H, a->wv, a->bv, NH, H / NH,
+                                       scratch, cache->cv + off, err));
     }
     return TP_OK;
 }

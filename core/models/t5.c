@@ -309,14 +309,11 @@ static tp_status cross_kv(const tp__backend *be, const t5 *mdl, t5_cache *cache,
     const int H = mdl->c.hidden, I = mdl->c.inner, S = cache->S, BS = cache->nsrc * S;
     for (int li = 0; li < mdl->c.dec_layers; li++) {
         const t5_attn *a = &mdl->w.dec[li].cross;
-        for (float *kv = cache->ck; kv; kv = kv == cache->ck ? cache->cv : NULL) {
-            float *out = kv + (size_t)li * BS * I;
-            TP_TRY(tp__linear(be, cache->enc, BS, H, kv == cache->ck ? a->wk : a->wv, NULL, I,
-                              TP_ACT_NONE, scratch, err));
-            for (int n = 0; n < cache->nsrc; n++)
-                tp__heads_major(scratch + (size_t)n * S * I, S, mdl->c.n_heads, mdl->c.d_kv,
-                                out + (size_t)n * S * I);
-        }
+        const size_t off = (size_t)li * BS * I;
+        TP_TRY(tp__project_heads_major(be, cache->enc, cache->nsrc, S, H, a->wk, NULL,
+                                       mdl->c.n_heads, mdl->c.d_kv, scratch, cache->ck + off, err));
+        TP_TRY(tp__project_heads_major(be, cache->enc, cache->nsrc, S, H, a->wv, NULL,
+                                       mdl->c.n_heads, mdl->c.d_kv, scratch, cache->cv + off, err));
     }
     return TP_OK;
 }
