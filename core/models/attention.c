@@ -29,9 +29,7 @@
 /* The tile loops over QB rows must unroll fully (GCC does not at -O2) so that the
  * accumulators live in vector registers: _Pragma("GCC unroll") on each. */
 enum {
-    FUSED_MIN_TQ = 8, /* below: the step path (a decoding step has tq = 1; a beam
-                         search's 4 beams cross-attending together took 20% less time
-                         there than in 8-row tiles half empty) */
+    FUSED_MIN_TQ = 4, /* below: the step path (a decoding step has tq = 1) */
     QB = 8,           /* query rows per tile */
     KB = 32,          /* key columns per score step (two vectors); kᵀ rows are padded to it */
     STEP_MIN_PARALLEL = 1 << 13 /* q·k multiply-adds below which a step runs on one thread */
@@ -361,7 +359,7 @@ static row_plan plan_row(const tp__attn_args *a) {
     }
     const int tkp = (tk + KB - 1) / KB * KB;
     p.tk = tk;
-    p.fused = a->tq >= FUSED_MIN_TQ;
+    p.fused = a->tq >= FUSED_MIN_TQ && !a->rows_apart;
     p.items = p.fused ? a->n_heads * ((a->tq + QB - 1) / QB) : a->n_heads * a->tq;
     p.scratch = p.fused ? ((size_t)a->head_dim + QB) * (size_t)tkp : (size_t)tk;
     return p;

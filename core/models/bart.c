@@ -353,7 +353,7 @@ static tp_status decoder_step(const tp__backend *be, const bart *mdl, bart_cache
             const int src = cache->src ? cache->src[b] : b;
             const size_t r0 = (size_t)src * S * H;
             w->attn[runs] = (tp__attn_args){
-                .n_heads = NH, .head_dim = D, .tq = (end - b) * n, .tk = S,
+                .n_heads = NH, .head_dim = D, .tq = (end - b) * n, .tk = S, .rows_apart = end - b > 1,
                 .q = w->q + (size_t)b * n * H, .ldq = H,
                 .k = ck + r0, .ldk = D, .v = cv + r0, .ldv = D, .head_stride = (size_t)S * D,
                 .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = scale, .out = w->ctx + (size_t)b * n * H, .ldo = H,

@@ -332,10 +332,11 @@ static void test_add_layer_norm(void) {
     free(x), free(r), free(g), free(b), free(x1), free(x2);
 }
 
-/* tp__attention (fused for tq >= 8, the step path below) against a double-precision
+/* tp__attention (fused for tq >= 4, the step path below) against a double-precision
  * evaluation, with a key mask (trailing padding), a causal window, a bias and nkv
  * key/value heads (grouped-query attention when fewer than nh); head_major: K and V
- * handed over head by head (head_stride), as the seq2seq models keep cross-attention's. */
+ * handed over head by head (head_stride), as the seq2seq models keep cross-attention's;
+ * 2: and the query rows apart (rows_apart, beams cross-attending together). */
 static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int masked_tail,
                                  int causal_past, int with_bias, int head_major) {
     const int ld = nh * d + 3; /* heads side by side, rows padded */
@@ -364,6 +365,7 @@ static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int mas
                     vh[((size_t)h * tk + j) * d + c] = v[j * ld + h * d + c];
                 }
         a.k = kh, a.v = vh, a.ldk = a.ldv = d, a.head_stride = (size_t)tk * d;
+        a.rows_apart = head_major == 2;
     }
     CHECK_STATUS(tp__attention(&ref, &a, &err), TP_OK);
     double worst = 0;
@@ -417,20 +419,20 @@ static void test_heads_major(void) {
 static void test_attention(void) {
     CHECK_NEAR(attention_error(3, 0, 20, 11, 37, 5, -1, 0), 0, 2e-6);  /* fused, d tail */
     CHECK_NEAR(attention_error(2, 0, 64, 9, 40, 0, -1, 1), 0, 2e-6);   /* fused, bias (T5) */
-    CHECK_NEAR(attention_error(2, 0, 32, 8, 12, 0, 4, 0), 0, 2e-6);    /* fused, causal */
-    CHECK_NEAR(attention_error(6, 2, 32, 9, 14, 0, 5, 0), 0, 2e-6);    /* fused, grouped */
+    CHECK_NEAR(attention_error(2, 0, 32, 6, 10, 0, 4, 0), 0, 2e-6);    /* fused, causal */
+    CHECK_NEAR(attention_error(6, 2, 32, 7, 12, 0, 5, 0), 0, 2e-6);    /* fused, grouped */
     CHECK_NEAR(attention_error(2, 0, 32, 20, 40, 3, 20, 1), 0, 2e-6);  /* fused, causal edge inside a vector of keys */
-    CHECK_NEAR(attention_error(1, 0, 8, 9, 5, 5, -1, 0), 0, 2e-6);     /* every key hidden */
+    CHECK_NEAR(attention_error(1, 0, 8, 5, 5, 5, -1, 0), 0, 2e-6);     /* every key hidden */
     CHECK_NEAR(attention_error(4, 0, 16, 1, 13, 2, 12, 0), 0, 2e-6);   /* step */
-    CHECK_NEAR(attention_error(3, 0, 32, 7, 12, 0, 5, 1), 0, 2e-6);    /* step, 7 rows, causal, bias */
     CHECK_NEAR(attention_error(3, 0, 20, 1, 9, 0, 8, 0), 0, 2e-6);     /* step, d tail */
     CHECK_NEAR(attention_error(2, 0, 88, 3, 30, 0, 27, 1), 0, 2e-6);   /* step, 3 rows, bias */
     CHECK_NEAR(attention_error(15, 5, 64, 1, 300, 0, 299, 0), 0, 2e-6); /* step, grouped */
     CHECK_NEAR(attention_error(16, 0, 64, 2, 200, 7, -1, 0), 0, 2e-6); /* step, padded keys */
     CHECK_NEAR(attention_error(2, 0, 8, 1, 6, 6, -1, 0), 0, 2e-6);     /* step, all hidden */
     /* head-major K/V (a source's cross-attention, beams' queries together) */
-    CHECK_NEAR(attention_error_as(16, 0, 64, 8, 200, 7, -1, 0, 1), 0, 2e-6); /* fused */
-    CHECK_NEAR(attention_error_as(16, 0, 64, 4, 256, 9, -1, 0, 1), 0, 2e-6); /* step, 4 beams */
+    CHECK_NEAR(attention_error_as(16, 0, 64, 4, 200, 7, -1, 0, 1), 0, 2e-6); /* fused */
+    CHECK_NEAR(attention_error_as(16, 0, 64, 4, 256, 9, -1, 0, 2), 0, 2e-6); /* 4 beams apart */
+    CHECK_NEAR(attention_error_as(3, 0, 20, 7, 37, 5, -1, 1, 2), 0, 2e-6);   /* 7 apart, bias */
     CHECK_NEAR(attention_error_as(3, 0, 20, 3, 37, 5, -1, 0, 1), 0, 2e-6);   /* step, d tail */
     CHECK_NEAR(attention_error_as(6, 2, 32, 1, 12, 0, 5, 0, 1), 0, 2e-6);    /* step, grouped */
 }
