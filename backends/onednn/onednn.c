@@ -859,13 +859,13 @@ static void rows_to_bf16_avx512(const float *a, int m, int k, int lda, uint16_t 
  * waits for all of A, and on one thread the other sat idle through it. */
 static void rows_to_bf16(const dn_ctx *c, const float *a, int m, int k, int lda, uint16_t *out) {
     enum { SLICE = 64 };
-    if (c->cvt_bf16 && (m < 2 * SLICE || c->team < 2)) {
-        /* a decode step's rows: not even an if(0) parallel region, whose team set-up
-         * was paid four times per product */
-        rows_to_bf16_avx512(a, m, k, lda, out);
-        return;
-    }
     if (c->cvt_bf16) {
+        /* a decode step's rows straight, not in an if(0) parallel region, whose team
+         * set-up was paid four times per product */
+        if (m < 2 * SLICE || c->team < 2) {
+            rows_to_bf16_avx512(a, m, k, lda, out);
+            return;
+        }
 #pragma omp parallel for num_threads(c->team) schedule(static)
         for (int r0 = 0; r0 < m; r0 += SLICE)
             rows_to_bf16_avx512(a + (size_t)r0 * lda, m - r0 < SLICE ? m - r0 : SLICE, k, lda,

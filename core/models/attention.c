@@ -387,6 +387,24 @@ int tp__source_run(const int *src, int b, int B) {
     return end;
 }
 
+tp_status tp__cross_attention(const tp__backend *be, const tp__attn_args *first, const int *src,
+                              int B, int n, tp__attn_args *rows, tp_error *err) {
+    const size_t per_source =
+        (size_t)(first->kv_heads > 0 ? first->kv_heads : first->n_heads) * first->head_stride;
+    int runs = 0;
+    for (int b = 0, end; b < B; b = end, runs++) {
+        end = tp__source_run(src, b, B);
+        const size_t s = (size_t)(src ? src[b] : b);
+        tp__attn_args *a = &rows[runs];
+        *a = *first;
+        a->tq = (end - b) * n, a->rows_apart = end - b > 1;
+        a->q += (size_t)b * n * first->ldq, a->out += (size_t)b * n * first->ldo;
+        a->k += s * per_source, a->v += s * per_source;
+        if (a->key_mask) a->key_mask += s * (size_t)first->tk;
+    }
+    return tp__attention_rows(be, rows, runs, err);
+}
+
 tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error *err) {
     return tp__attention_rows(be, a, 1, err);
 }

@@ -63,4 +63,14 @@ tp_status tp__project_heads_major(const tp__backend *be, const float *x, int nsr
  * and values once a step instead of once per beam. */
 int tp__source_run(const int *src, int b, int B);
 
+/* Cross-attention of B decoder rows of n tokens each, row r over encoded source src[r]
+ * (NULL: source r). `first` describes row 0 over source 0: heads, scale, q and out
+ * (ldq / ldo apart per token), and source 0's K/V stored head-major (head_stride,
+ * ldk = ldv = head_dim) with its key_mask; sources follow one another in K, V and
+ * key_mask, tk keys each. Each run of rows on one source (tp__source_run) becomes one
+ * attention row of all its queries, kept apart (rows_apart). rows: B entries of
+ * scratch. */
+tp_status tp__cross_attention(const tp__backend *be, const tp__attn_args *first, const int *src,
+                              int B, int n, tp__attn_args *rows, tp_error *err);
+
 #endif

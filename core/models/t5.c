@@ -359,19 +359,12 @@ static tp_status decoder_step(const tp__backend *be, const t5 *mdl, t5_cache *ca
         TP_TRY(tp__linear(be, w->h, Bn, H, l->cross.wq, NULL, I, TP_ACT_NONE, w->q, err));
         const float *ck = cache->ck + (size_t)li * cache->nsrc * S * I;
         const float *cv = cache->cv + (size_t)li * cache->nsrc * S * I;
-        int runs = 0;
-        for (int b = 0, end; b < B; b = end, runs++) {
-            end = tp__source_run(cache->src, b, B);
-            const int src = cache->src ? cache->src[b] : b;
-            const size_t r0 = (size_t)src * S * I;
-            w->attn[runs] = (tp__attn_args){
-                .n_heads = NH, .head_dim = D, .tq = (end - b) * n, .tk = S, .rows_apart = end - b > 1,
-                .q = w->q + (size_t)b * n * I, .ldq = I,
-                .k = ck + r0, .ldk = D, .v = cv + r0, .ldv = D, .head_stride = (size_t)S * D,
-                .key_mask = cache->enc_mask + (size_t)src * S, .causal_past = -1, .scale = 1.0f, .out = w->ctx + (size_t)b * n * I, .ldo = I,
-            };
-        }
-        TP_TRY(tp__attention_rows(be, w->attn, runs, err));
+        const tp__attn_args first = {
+            .n_heads = NH, .head_dim = D, .tk = S, .q = w->q, .ldq = I,
+            .k = ck, .ldk = D, .v = cv, .ldv = D, .head_stride = (size_t)S * D,
+            .key_mask = cache->enc_mask, .causal_past = -1, .scale = 1.0f, .out = w->ctx, .ldo = I,
+        };
+        TP_TRY(tp__cross_attention(be, &first, cache->src, B, n, w->attn, err));
         TP_TRY(attn_out(be, c, &l->cross, Bn, w, err));
 
         TP_TRY(ffn(be, c, l->ln3, &l->ffn, Bn, w, err));
