@@ -15,7 +15,8 @@
  *
  * The product is tiled in 32×32 blocks of C (four 16×16 fp32 tiles fed by two tiles of
  * A and two of B, all eight tile registers), each block's K loop reading A from L2
- * (rows are taken in chunks that fit there) and one 32-column panel of B.
+ * (rows are taken in chunks that fit there) and one 32-column panel of B, while
+ * fetching the next panel from L3 into L2.
  *
  * Thread-safety: pure functions of their arguments; each call runs an OpenMP team of
  * `threads` threads of the calling thread, each with its own tile configuration. */
