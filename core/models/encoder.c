@@ -10,7 +10,8 @@
  *   fused into the product), attention through tp__attention's fused kernel (no
  *   head split or merge copies: heads are column blocks of q/k/v and ctx), and each
  *   residual add rides in its LayerNorm's pass.
- * The run state is allocated per call: forward is thread-safe on a shared model. */
+ * The run state is per call (its memory reused through the model's spare block):
+ * forward is thread-safe on a shared model. */
 #include "encoder.h"
 
 #include <float.h>
@@ -26,8 +27,10 @@
 #include "../kernels.h"
 #include "attention.h"
 
-/* Scratch buffers of one forward call. */
+/* Scratch buffers of one forward call, carved from one block that the model keeps
+ * between calls (spare.h: the pages stay mapped). */
 typedef struct run_state {
+    void *block;
     float *x;      /* [B*T, H] the hidden state */
     float *q, *k, *v; /* [B*T, H] */
     float *ctx;    /* [B*T, H] attention output before its projection */
@@ -37,38 +40,30 @@ typedef struct run_state {
     int *pos;      /* [B*T] position ids */
 } run_state;
 
-static void free_state(run_state *s) {
-    free(s->x);
-    free(s->q);
-    free(s->k);
-    free(s->v);
-    free(s->ctx);
-    free(s->tmp);
-    free(s->ffn);
-    free(s->mask);
-    free(s->pos);
-}
+/* n floats (or ints) rounded up to whole cache lines, so every buffer starts on one */
+static size_t lines(size_t n) { return (n + 15) / 16 * 16; }
 
-static tp_status alloc_state(run_state *s, const tp__enc_config *c, int B, int T,
-                             tp_error *err) {
+static tp_status alloc_state(run_state *s, const tp__encoder *e, int B, int T, tp_error *err) {
+    const tp__enc_config *c = &e->c;
     const size_t bt = (size_t)B * T, h = (size_t)c->hidden;
+    const size_t floats = 6 * lines(bt * h) + lines(bt * (size_t)c->intermediate) + 2 * lines(bt);
     memset(s, 0, sizeof *s);
-    s->x = malloc(bt * h * sizeof(float));
-    s->q = malloc(bt * h * sizeof(float));
-    s->k = malloc(bt * h * sizeof(float));
-    s->v = malloc(bt * h * sizeof(float));
-    s->ctx = malloc(bt * h * sizeof(float));
-    s->tmp = malloc(bt * h * sizeof(float));
-    s->ffn = malloc(bt * (size_t)c->intermediate * sizeof(float));
-    s->mask = malloc(bt * sizeof(float));
-    s->pos = malloc(bt * sizeof(int));
-    if (!s->x || !s->q || !s->k || !s->v || !s->ctx || !s->tmp || !s->ffn ||
-        !s->mask || !s->pos) {
-        free_state(s);
+    /* the spare is the one member a forward changes: atomic, see spare.h */
+    s->block = tp__spare_take((tp__spare *)&e->spare, floats * sizeof(float));
+    if (!s->block)
         return tp__error(err, TP_ERR_NOMEM, "out of memory for the run state of a %dx%d batch",
                          B, T);
-    }
+    float *p = s->block;
+    float **bufs[] = {&s->x, &s->q, &s->k, &s->v, &s->ctx, &s->tmp};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) *bufs[i] = p, p += lines(bt * h);
+    s->ffn = p, p += lines(bt * (size_t)c->intermediate);
+    s->mask = p, p += lines(bt);
+    s->pos = (int *)p;
     return TP_OK;
+}
+
+static void free_state(run_state *s, const tp__encoder *e) {
+    tp__spare_give((tp__spare *)&e->spare, s->block);
 }
 
 /* Checks the ids against the tables and fills positions and the additive mask. */
@@ -244,7 +239,7 @@ tp_status tp__encoder_forward(const tp_model *m, const tp__backend *be, const tp
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "batch of %d x %d tokens is too large",
                          B, T);
     run_state s;
-    TP_TRY(alloc_state(&s, &e->c, B, T, err));
+    TP_TRY(alloc_state(&s, e, B, T, err));
     tp_status st = prepare_inputs(m, e, in, &s, err);
     if (st == TP_OK) {
         embed(e, in, &s);
@@ -258,13 +253,14 @@ tp_status tp__encoder_forward(const tp_model *m, const tp__backend *be, const tp
         in->output_hidden_states == 1;
     if (st == TP_OK)
         st = head(m, hidden_only ? TP_HEAD_NONE : m->head, be, e, B, T, &s, out, err);
-    free_state(&s);
+    free_state(&s, e);
     return st;
 }
 
 void tp__encoder_free(void *arch) {
     tp__encoder *e = arch;
     if (!e) return;
+    tp__spare_clear(&e->spare);
     free(e->w.layers);
     free(e);
 }

@@ -2,11 +2,13 @@
  * DistilBERT (post-LayerNorm, absolute position embeddings), its heads, and the
  * helpers their loaders share. The families differ only in config keys, tensor
  * names and a few switches recorded in tp__enc_config; bert.c and distilbert.c
- * fill a tp__encoder, encoder.c runs it. Read-only once loaded: thread-safe. */
+ * fill a tp__encoder, encoder.c runs it. Read-only once loaded (but for the spare
+ * block of run state, which is atomic): thread-safe. */
 #ifndef TP_CORE_MODELS_ENCODER_H
 #define TP_CORE_MODELS_ENCODER_H
 
 #include "model.h"
+#include "spare.h"
 
 /* RoBERTa is the BERT graph with other positions; it lives in bert.c. */
 extern const tp__model_family tp__family_roberta;
@@ -66,6 +68,7 @@ typedef struct tp__enc_weights {
 typedef struct tp__encoder {
     tp__enc_config c;
     tp__enc_weights w;
+    tp__spare spare; /* the run state's memory between forwards (spare.h) */
 } tp__encoder;
 
 /* Forward of any encoder family (the tp__model_family.forward of all three). */

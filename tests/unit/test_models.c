@@ -1,8 +1,10 @@
 /* test_models.c: BERT and DistilBERT forward against transformers' logits (the
  * fixtures' reference.json `forward` case, fp32, within 1e-4), the model accessors,
- * and the load errors a user meets (missing or broken config.json, unknown
+ * the run state's spare block (reused across forwards, also from several threads at
+ * once), and the load errors a user meets (missing or broken config.json, unknown
  * model_type or architecture, a missing tensor, a wrongly shaped tensor). */
 #include <dirent.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include "check.h"
 #include "json_util.h"
 #include "models/model.h"
+#include "models/spare.h"
 
 #define FIXTURES TP_TEST_DATA "/fixtures/models"
 
@@ -127,6 +130,85 @@ static void test_distilbert_sst2(void) {
     CHECK(out == NULL);
     in.seq_len = 0;
     CHECK_STATUS(tp_model_forward(m, &in, &out, &err), TP_ERR_INVALID_ARGUMENT);
+    tp_model_free(m);
+}
+
+/* The spare block: a forward that fits takes the one given back; a larger one
+ * replaces it. */
+static void test_spare_block(void) {
+    tp__spare s = {0};
+    char *p = tp__spare_take(&s, 1000);
+    CHECK(p && (uintptr_t)p % 64 == 0);
+    memset(p, 1, 1000);
+    tp__spare_give(&s, p);
+    char *again = tp__spare_take(&s, 500);
+    CHECK(again == p);
+    tp__spare_give(&s, again);
+    char *big = tp__spare_take(&s, 5000);
+    CHECK(big != NULL);
+    memset(big, 2, 5000); /* the small one was freed: ASan would flag a reuse */
+    tp__spare_give(&s, big);
+    CHECK(tp__spare_take(&s, 5000) == big);
+    tp__spare_give(&s, big);
+    tp__spare_give(&s, NULL);
+    tp__spare_clear(&s);
+    tp__spare_clear(&s);
+}
+
+/* Several threads run forwards of two sizes on one model: each gets the logits a
+ * lone forward gives, bit for bit, whichever block it was handed. */
+typedef struct forward_job {
+    tp_model *m;
+    const tp_model_input *in[2];
+    const float *want[2];
+    size_t n[2];
+    int mismatches;
+} forward_job;
+
+static void *forward_thread(void *arg) {
+    forward_job *j = arg;
+    for (int i = 0; i < 40; i++) {
+        const int which = i % 2;
+        tp_tensor *out = NULL;
+        tp_error err;
+        if (tp_model_forward(j->m, j->in[which], &out, &err) != TP_OK ||
+            memcmp(tp_tensor_f32(out), j->want[which], j->n[which] * sizeof(float)))
+            j->mismatches++;
+        tp_tensor_free(out);
+    }
+    return NULL;
+}
+
+static void test_concurrent_forwards(void) {
+    tp_model *m = NULL;
+    tp_error err;
+    CHECK_STATUS(tp_model_new(NULL, FIXTURES "/distilbert-sst2", &m, &err), TP_OK);
+    if (!m) return;
+    int32_t ids[2][12] = {{101, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 102}, {101, 20, 21, 102}};
+    int32_t mask[2][12] = {{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1}};
+    const tp_model_input batch = {.struct_size = sizeof batch, .batch = 2, .seq_len = 12,
+                                  .input_ids = ids[0], .attention_mask = mask[0]};
+    const tp_model_input one = {.struct_size = sizeof one, .batch = 1, .seq_len = 4,
+                                .input_ids = ids[1]};
+    tp_tensor *want[2] = {NULL, NULL};
+    CHECK_STATUS(tp_model_forward(m, &batch, &want[0], &err), TP_OK);
+    CHECK_STATUS(tp_model_forward(m, &one, &want[1], &err), TP_OK);
+    if (want[0] && want[1]) {
+        forward_job jobs[4];
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (forward_job){m, {&batch, &one}, {tp_tensor_f32(want[0]), tp_tensor_f32(want[1])},
+                                    {(size_t)tp_tensor_numel(want[0]), (size_t)tp_tensor_numel(want[1])}, 0};
+            CHECK(pthread_create(&t[i], NULL, forward_thread, &jobs[i]) == 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            CHECK_MSG(jobs[i].mismatches == 0, "thread %d: %d of 40 forwards differ", i,
+                      jobs[i].mismatches);
+        }
+    }
+    tp_tensor_free(want[0]);
+    tp_tensor_free(want[1]);
     tp_model_free(m);
 }
 
@@ -407,6 +489,8 @@ int main(void) {
     test_distilbert_sst2();
     test_bert_multilabel();
     test_forward_encoding();
+    test_spare_block();
+    test_concurrent_forwards();
     test_load_errors();
     return CHECK_DONE();
 }
