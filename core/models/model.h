@@ -4,8 +4,9 @@
  * Weights struct of pointers into the mmapped safetensors with shape comments, a
  * RunState of scratch buffers, and one forward built from small kernels.
  *
- * A loaded model is read-only: forward allocates its run state per call, so several
- * threads may run forward on one model at once. */
+ * A loaded model is read-only but for atomic caches (the encoder's spare run-state
+ * block, spare.h): forward has its own run state per call, so several threads may run
+ * forward on one model at once. */
 #ifndef TP_CORE_MODEL_H
 #define TP_CORE_MODEL_H
 
