@@ -79,9 +79,11 @@ typedef struct next_panel {
 } next_panel;
 
 /* rows of row_lines lines, spread over `steps` K steps */
-static next_panel next_panel_at(const void *row, long row_stride, int row_lines, int rows, int steps) {
+static next_panel next_panel_at(const void *row, long row_stride, int row_lines, int rows,
+                                int steps) {
     const int lines = rows * row_lines;
-    return (next_panel){(const char *)row, row_stride, 0, row_lines, rows, (lines + steps - 1) / steps};
+    return (next_panel){(const char *)row, row_stride, 0, row_lines, rows,
+                        (lines + steps - 1) / steps};
 }
 
 static inline void fetch_next_panel(next_panel *p) {
@@ -221,10 +223,11 @@ AMX_TARGET static void run_job(const amx_job *q, int j, float *buf) {
     for (int nb = b_begin; nb < b_end; nb++) {
         const int n0 = nb * AMX_BLOCK, cols = q->n - n0 < AMX_BLOCK ? q->n - n0 : AMX_BLOCK;
         const uint16_t *b = q->w + (size_t)(n0 / 64) * q->kpad * 64 + (n0 % 64) * 2;
-        /* the next panel: kpad / 2 pairs of rows, two lines each, 256 bytes apart */
-        const int n1 = nb + 1 < b_end ? n0 + AMX_BLOCK : n0;
-        next_panel next = next_panel_at(q->w + (size_t)(n1 / 64) * q->kpad * 64 + (n1 % 64) * 2, 256, 2,
-                                        n1 != n0 ? q->kpad / 2 : 0, steps);
+        /* the next panel, if this job has one: kpad / 2 pairs of rows, two lines each,
+         * 256 bytes apart */
+        const int more = nb + 1 < b_end, n1 = more ? n0 + AMX_BLOCK : n0;
+        next_panel next = next_panel_at(q->w + (size_t)(n1 / 64) * q->kpad * 64 + (n1 % 64) * 2,
+                                        256, 2, more ? q->kpad / 2 : 0, steps);
         for (int r0 = r_begin; r0 < r_end; r0 += AMX_BLOCK) {
             const int rows = r_end - r0 < AMX_BLOCK ? r_end - r0 : AMX_BLOCK;
             const uint16_t *a = q->x + (size_t)r0 * q->kpad; /* tile row r0 / 16 */
@@ -406,10 +409,10 @@ AMX_INT8_TARGET static void run_int8_job(const amx_int8_job *q, int j, int32_t *
     for (int nb = b_begin; nb < b_end; nb++) {
         const int n0 = nb * AMX_BLOCK;
         const int8_t *w0 = q->w + (size_t)n0 * q->k, *w1 = w0 + 16 * (size_t)q->k;
-        /* the next panel (next_panel above): its 32 weight rows of k bytes */
-        const int next_rows = nb + 1 < b_end ? (q->n - n0 - AMX_BLOCK < AMX_BLOCK ? q->n - n0 - AMX_BLOCK : AMX_BLOCK) : 0;
-        next_panel next = next_panel_at(next_rows ? w0 + AMX_BLOCK * (size_t)q->k : w0, q->k, (q->k + 63) / 64,
-                                        next_rows, steps);
+        /* the next panel (next_panel above): up to 32 weight rows of k bytes */
+        const int left = nb + 1 < b_end ? q->n - n0 - AMX_BLOCK : 0;
+        next_panel next = next_panel_at(left > 0 ? w0 + AMX_BLOCK * (size_t)q->k : w0, q->k,
+                                        (q->k + 63) / 64, left < AMX_BLOCK ? left : AMX_BLOCK, steps);
         for (int m0 = r_begin; m0 < r_end; m0 += AMX_BLOCK) {
             const int mrows = r_end - m0 < AMX_BLOCK ? r_end - m0 : AMX_BLOCK;
             const int8_t *x0 = q->x + (size_t)m0 * q->kpad, *x1 = x0 + 16 * (size_t)q->kpad;

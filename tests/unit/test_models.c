@@ -197,8 +197,11 @@ static void test_concurrent_forwards(void) {
         forward_job jobs[4];
         pthread_t t[4];
         for (int i = 0; i < 4; i++) {
-            jobs[i] = (forward_job){m, {&batch, &one}, {tp_tensor_f32(want[0]), tp_tensor_f32(want[1])},
-                                    {(size_t)tp_tensor_numel(want[0]), (size_t)tp_tensor_numel(want[1])}, 0};
+            jobs[i] = (forward_job){m,
+                                    {&batch, &one},
+                                    {tp_tensor_f32(want[0]), tp_tensor_f32(want[1])},
+                                    {(size_t)tp_tensor_numel(want[0]), (size_t)tp_tensor_numel(want[1])},
+                                    0};
             CHECK(pthread_create(&t[i], NULL, forward_thread, &jobs[i]) == 0);
         }
         for (int i = 0; i < 4; i++) {
