@@ -19,7 +19,7 @@ void *tp__spare_take(tp__spare *s, size_t bytes) {
     if (kept && block_bytes(kept) >= bytes) return kept;
     block_free(kept); /* too small for this call: replaced by the larger one it gives back */
     if (bytes > SIZE_MAX - 2 * HEADER) return NULL;
-    char *raw = aligned_alloc(HEADER, (bytes + HEADER + HEADER - 1) / HEADER * HEADER + HEADER);
+    char *raw = aligned_alloc(HEADER, HEADER + (bytes + HEADER - 1) / HEADER * HEADER);
     if (!raw) return NULL;
     *(size_t *)raw = bytes;
     return raw + HEADER;
