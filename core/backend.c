@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "kernels.h"
+#include "profile.h"
 
 /* A member is usable only when the vtable's struct_size covers it: an older
  * backend's table simply ends before members added after it was built. */
@@ -280,8 +281,18 @@ static int try_prepared(const tp__backend *be, const tp_matmul_args *a, tp_statu
     return 0;
 }
 
+static tp_status matmul(const tp__backend *be, const tp_matmul_args *args, tp_error *err);
+
 tp_status tp__matmul(const tp__backend *be, const tp_matmul_args *args, tp_error *err) {
     TP_TRY(check_matmul_args(args, err));
+    const uint64_t t0 = tp__profile_start();
+    const tp_status st = matmul(be, args, err);
+    tp__profile_stop(args->m <= 8 ? TP_PROFILE_PRODUCTS_FEW : TP_PROFILE_PRODUCTS, t0,
+                     2.0 * args->m * args->n * args->k * args->batch);
+    return st;
+}
+
+static tp_status matmul(const tp__backend *be, const tp_matmul_args *args, tp_error *err) {
     if (be) {
         tp_status st;
         if (try_prepared(be, args, &st)) {
@@ -305,8 +316,19 @@ tp_status tp__matmul(const tp__backend *be, const tp_matmul_args *args, tp_error
     return TP_OK;
 }
 
+static tp_status layer_norm(const tp__backend *be, float *x, int rows, int cols,
+                           const float *gamma, const float *beta, float eps, tp_error *err);
+
 tp_status tp__layer_norm(const tp__backend *be, float *x, int rows, int cols,
                          const float *gamma, const float *beta, float eps, tp_error *err) {
+    const uint64_t t0 = tp__profile_start();
+    const tp_status st = layer_norm(be, x, rows, cols, gamma, beta, eps, err);
+    tp__profile_stop(TP_PROFILE_NORMS, t0, 0);
+    return st;
+}
+
+static tp_status layer_norm(const tp__backend *be, float *x, int rows, int cols,
+                           const float *gamma, const float *beta, float eps, tp_error *err) {
     if (!x || rows < 0 || cols <= 0)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "layer_norm: bad arguments rows=%d cols=%d",
                          rows, cols);
@@ -321,18 +343,27 @@ tp_status tp__layer_norm(const tp__backend *be, float *x, int rows, int cols,
     return TP_OK;
 }
 
-tp_status tp__residual_layer_norm(const tp__backend *be, float *x, const float *res, int rows,
-                                  int cols, const float *gamma, const float *beta, float eps,
-                                  tp_error *err) {
+static tp_status residual_layer_norm(const tp__backend *be, float *x, const float *res, int rows,
+                                     int cols, const float *gamma, const float *beta, float eps,
+                                     tp_error *err) {
     if (be && VT_HAS(be->vt, layer_norm)) {
         if (res) tp__add(x, res, (size_t)rows * (size_t)(cols > 0 ? cols : 0));
-        return tp__layer_norm(be, x, rows, cols, gamma, beta, eps, err);
+        return layer_norm(be, x, rows, cols, gamma, beta, eps, err);
     }
     if (!x || rows < 0 || cols <= 0)
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "layer_norm: bad arguments rows=%d cols=%d",
                          rows, cols);
     tp__add_layer_norm(x, res, rows, cols, gamma, beta, eps, tp__backend_threads(be));
     return TP_OK;
+}
+
+tp_status tp__residual_layer_norm(const tp__backend *be, float *x, const float *res, int rows,
+                                  int cols, const float *gamma, const float *beta, float eps,
+                                  tp_error *err) {
+    const uint64_t t0 = tp__profile_start();
+    const tp_status st = residual_layer_norm(be, x, res, rows, cols, gamma, beta, eps, err);
+    tp__profile_stop(TP_PROFILE_NORMS, t0, 0);
+    return st;
 }
 
 int tp__backend_threads(const tp__backend *be) {

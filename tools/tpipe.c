@@ -57,7 +57,7 @@ typedef struct cli {
     size_t n_args;
     /* bench */
     const char *task;
-    int batch, seq, iters, warmup, warmup_given, json_out;
+    int batch, seq, iters, warmup, warmup_given, json_out, profile;
     /* bench --tokenizer */
     int tokenizer_bench, repeat_to_bytes;
     const char *corpus, *output_ids;
@@ -195,12 +195,13 @@ static const char backends_help[] =
 
 static const char bench_help[] =
     "Usage: tpipe bench --model DIR [--task TASK] [--backend NAME] [--threads N]\n"
-    "                   [--batch B] [--seq T] [--iters N] [--warmup N] [--json]\n"
+    "                   [--batch B] [--seq T] [--iters N] [--warmup N] [--profile]\n"
+    "                   [--json]\n"
     "       tpipe bench --tokenizer --model DIR --corpus FILE [--repeat-to-bytes N]\n"
     "                   [--iters N] [--warmup N] [--output-ids FILE] [--json]\n"
     "       tpipe bench --generate --model DIR [--backend NAME] [--threads N] [--batch B]\n"
     "                   [--prompt-tokens P] [--new-tokens N[,N...]] [--beams K]\n"
-    "                   [--iters N] [--warmup N] [--json]\n"
+    "                   [--iters N] [--warmup N] [--profile] [--json]\n"
     "\n"
     "Measures a model on B synthetic texts of exactly T tokens each (one common word\n"
     "repeated; for question-answering a short question and a long context, for\n"
@@ -224,6 +225,10 @@ static const char bench_help[] =
     "  --seq T          tokens per text, special tokens included (default 128)\n"
     "  --iters N        timed iterations of each measurement (default 10)\n"
     "  --warmup N       untimed iterations first (default 2)\n"
+    "  --profile        also where the timed forwards' (or generations') time went:\n"
+    "                   products of more than 8 rows and of at most 8, attention, layer\n"
+    "                   norms and the rest, ms per iteration (means) and the products'\n"
+    "                   GFLOP/s (tp_profile_read)\n"
     "  --json           print one JSON object instead of a table\n"
     "\n"
     "When no --task is given and no plugin serves the model's own task, the forward is\n"
@@ -330,6 +335,7 @@ static const option_spec options[] = {
     {"--repeat-to-bytes", OPT_VALUE, ON(CMD_BENCH)},
     {"--output-ids", OPT_VALUE, ON(CMD_BENCH)},
     {"--generate", 0, ON(CMD_BENCH)},
+    {"--profile", 0, ON(CMD_BENCH)},
     {"--prompt-tokens", OPT_VALUE, ON(CMD_BENCH)},
     {"--new-tokens", OPT_VALUE, ON(CMD_BENCH)},
     {"--beams", OPT_VALUE, ON(CMD_BENCH)},
@@ -394,6 +400,7 @@ static int set_option(cli *c, const char *name, const char *value, char *msg, si
             return usage_error(msg, cap, "--repeat-to-bytes wants a number >= 1, got '%s'", value);
     }
     else if (strcmp(name, "--generate") == 0) c->generate_bench = 1;
+    else if (strcmp(name, "--profile") == 0) c->profile = 1;
     else if (strcmp(name, "--prompt-tokens") == 0 || strcmp(name, "--beams") == 0) {
         int *dst = name[2] == 'p' ? &c->prompt_tokens : &c->beams;
         if (!parse_count(value, dst) || *dst == 0)
@@ -1168,6 +1175,7 @@ static tp_status time_runs(tp_model *m, const tp_model_input *mi, tp_pipeline *p
     for (int i = 0; i < warmup + iters; i++) {
         tp_tensor *out = NULL;
         char *response = NULL;
+        if (i == warmup) tp_profile_read(NULL, 1); /* the timed runs' alone */
         double t0 = now_ms();
         tp_status s = p ? tp_pipeline_run(p, body, &response, err)
                         : tp_model_forward(m, mi, &out, err);
@@ -1196,6 +1204,52 @@ static void stats_row(const char *name, const bench_stats *s, int batch, int seq
 {
     printf("%-34s %10.3f %10.3f %10.1f %12.0f\n", name, s->median, s->p90,
            batch * 1e3 / s->median, (double)batch * seq * 1e3 / s->median);
+}
+
+/* The profile of `iters` timed iterations whose mean was mean_ms: each part's mean
+ * ms per iteration, its share, calls per iteration and, for products, GFLOP/s; the
+ * rest is the mean less the parts. */
+static const char *const profile_names[TP_PROFILE_PARTS] = {
+    "products <= 8 rows", "products > 8 rows", "attention", "layer norms"};
+static const char *const profile_keys[TP_PROFILE_PARTS] = {
+    "products_few_rows", "products", "attention", "layer_norms"};
+
+static double profile_rest_ms(const tp_profile *p, double mean_ms, int iters)
+{
+    double parts = 0;
+    for (int i = 0; i < TP_PROFILE_PARTS; i++) parts += p->seconds[i] * 1e3 / iters;
+    return mean_ms - parts;
+}
+
+static void print_profile(const tp_profile *p, double mean_ms, int iters)
+{
+    printf("\nprofile   where the time went, ms per iteration (mean %.3f ms)\n", mean_ms);
+    for (int i = 0; i < TP_PROFILE_PARTS; i++) {
+        const double ms = p->seconds[i] * 1e3 / iters;
+        printf("  %-20s %10.3f %6.1f%% %8.1f calls", profile_names[i], ms, 100 * ms / mean_ms,
+               (double)p->calls[i] / iters);
+        if (p->flops[i] > 0 && p->seconds[i] > 0)
+            printf(" %8.1f GFLOP/s", p->flops[i] / p->seconds[i] * 1e-9);
+        printf("\n");
+    }
+    const double rest = profile_rest_ms(p, mean_ms, iters);
+    printf("  %-20s %10.3f %6.1f%%\n", "the rest", rest, 100 * rest / mean_ms);
+}
+
+static cJSON *profile_json(const tp_profile *p, double mean_ms, int iters)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "mean_ms", mean_ms);
+    for (int i = 0; i < TP_PROFILE_PARTS; i++) {
+        cJSON *part = cJSON_AddObjectToObject(o, profile_keys[i]);
+        if (!part) continue;
+        cJSON_AddNumberToObject(part, "ms", p->seconds[i] * 1e3 / iters);
+        cJSON_AddNumberToObject(part, "calls", (double)p->calls[i] / iters);
+        if (p->flops[i] > 0 && p->seconds[i] > 0)
+            cJSON_AddNumberToObject(part, "gflops", p->flops[i] / p->seconds[i] * 1e-9);
+    }
+    cJSON_AddNumberToObject(o, "rest_ms", profile_rest_ms(p, mean_ms, iters));
+    return o;
 }
 
 /* ------------------------------------------------------------------ bench --tokenizer */
@@ -1537,6 +1591,7 @@ static int time_generate(const cli *c, tp_model *m, const tp_model_input *mi, in
         tp_error err = {0};
         int32_t *seqs = NULL;
         int rows = 0, cols = 0;
+        if (i == warmup) tp_profile_read(NULL, 1); /* the timed runs' alone */
         double t0 = now_ms();
         tp_status s = tp_model_generate(m, mi, params, &seqs, &rows, &cols, &err);
         double t1 = now_ms();
@@ -1610,12 +1665,16 @@ static int cmd_bench_generate(const cli *c)
                (size_t)prompt * sizeof *ids);
     tp_model_input mi = {.struct_size = sizeof mi, .batch = batch, .seq_len = prompt,
                          .input_ids = ids};
+    tp_profile prof = {0};
+    tp_profile_enable(c->profile);
     for (int r = 0; r < n_runs; r++) {
         runs[r].n_new = c->n_new_tokens ? c->new_tokens[r] : 64;
         if ((rc = time_generate(c, m, &mi, prompt, seq2seq, runs[r].n_new, warmup, iters, t)) != 0)
             goto done;
         runs[r].st = summarize(t, iters);
     }
+    tp_profile_read(&prof, 1); /* the last run's (time_generate resets it) */
+    tp_profile_enable(0);
     const gen_run *first = &runs[0], *last = &runs[n_runs - 1];
     const double flat = (last->st.median / last->n_new) / (first->st.median / first->n_new);
 
@@ -1634,6 +1693,7 @@ static int cmd_bench_generate(const cli *c)
         cJSON_AddNumberToObject(o, "ms_per_token", last->st.median / last->n_new);
         if (n_runs > 1) cJSON_AddNumberToObject(o, "flatness", flat);
         else cJSON_AddNullToObject(o, "flatness");
+        if (c->profile) cJSON_AddItemToObject(o, "profile", profile_json(&prof, last->st.mean, iters));
         rc = print_json_object(o);
         goto done;
     }
@@ -1650,6 +1710,7 @@ static int cmd_bench_generate(const cli *c)
     if (n_runs > 1)
         printf("\nflatness  ms per new token at %d / at %d: %.2f (near 1 with a KV cache)\n",
                last->n_new, first->n_new, flat);
+    if (c->profile) print_profile(&prof, last->st.mean, iters);
     rc = finish_stdout();
 done:
     free(ids);
@@ -1676,6 +1737,7 @@ static int cmd_bench(const cli *c)
     char *body = NULL;
     char model_type[64] = "", arch[128] = "";
     bench_stats fwd, pipe = {0};
+    tp_profile prof = {0};
     double pipe_load_ms = 0;
     int rc = 0, have_pipe = 0;
     double *t = malloc((size_t)iters * sizeof *t);
@@ -1712,10 +1774,13 @@ static int cmd_bench(const cli *c)
         .attention_mask = tp_encoding_attention_mask(in.enc, 0),
         .token_type_ids = tp_encoding_type_ids(in.enc, 0),
     };
+    tp_profile_enable(c->profile);
     if (time_runs(m, &mi, NULL, NULL, warmup, iters, t, &err) != TP_OK) {
         rc = fail(&err);
         goto done;
     }
+    tp_profile_read(&prof, 1);
+    tp_profile_enable(0);
     fwd = summarize(t, iters);
     /* the pipeline maps its own copy: free ours first so peak RSS counts one */
     tp_model_free(m);
@@ -1747,6 +1812,7 @@ static int cmd_bench(const cli *c)
         cJSON_AddStringToObject(o, "task", pipe_task);
         cJSON_AddNumberToObject(o, "seq", seq);
         cJSON_AddItemToObject(o, "forward", stats_json(&fwd, batch, seq));
+        if (c->profile) cJSON_AddItemToObject(o, "profile", profile_json(&prof, fwd.mean, iters));
         if (have_pipe) {
             cJSON_AddItemToObject(o, "pipeline", stats_json(&pipe, batch, seq));
             cJSON_AddNumberToObject(o, "pipeline_load_ms", pipe_load_ms);
@@ -1769,6 +1835,7 @@ static int cmd_bench(const cli *c)
     snprintf(name, sizeof name, "pipeline (%s)", pipe_task);
     if (have_pipe) stats_row(name, &pipe, batch, seq);
     else printf("%-34s not measured: %s\n", name, pipe_err.message);
+    if (c->profile) print_profile(&prof, fwd.mean, iters);
     rc = finish_stdout();
 done:
     free(body);

@@ -25,6 +25,7 @@
 
 #include "../error.h"
 #include "../kernels_simd.h"
+#include "../profile.h"
 
 /* The tile loops over QB rows must unroll fully (GCC does not at -O2) so that the
  * accumulators live in vector registers: _Pragma("GCC unroll") on each. */
@@ -409,8 +410,19 @@ tp_status tp__attention(const tp__backend *be, const tp__attn_args *a, tp_error 
     return tp__attention_rows(be, a, 1, err);
 }
 
+static tp_status attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
+                                tp_error *err);
+
 tp_status tp__attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
                              tp_error *err) {
+    const uint64_t t0 = tp__profile_start();
+    const tp_status st = attention_rows(be, rows, n, err);
+    tp__profile_stop(TP_PROFILE_ATTENTION, t0, 0);
+    return st;
+}
+
+static tp_status attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
+                                tp_error *err) {
     if (n <= 0) return TP_OK;
     /* a beam search's or a small batch's plans on the stack; larger batches allocate */
     row_plan few[16], *plan = n <= 16 ? few : malloc((size_t)n * sizeof *plan);

@@ -463,6 +463,35 @@ TP_API tp_status tp_model_generate(tp_model *m, const tp_model_input *in,
                                    const char *params_json, int32_t **sequences, int *rows,
                                    int *cols, tp_error *err);
 
+/* ---------------------------------------------------------------- profile */
+
+/* Where the computation's time goes (`tpipe bench --profile`): while profiling is on,
+ * the library adds up the wall time of its matrix products, attentions and layer norms
+ * as each call returns. The sums are process-wide and add every calling thread's time
+ * (two forwards at once count twice); what the parts do not cover (embeddings,
+ * activations outside the products, a generation's search) is the caller's total
+ * less their sum. Off by default; while off, a timed call costs one atomic load.
+ * Thread-safe: any function below from any thread at any time. */
+typedef enum tp_profile_part {
+    TP_PROFILE_PRODUCTS_FEW, /* products of at most 8 rows (decoding steps: bound by
+                                the weights' bytes) */
+    TP_PROFILE_PRODUCTS,     /* products of more rows (encoders, prompts: bound by the
+                                arithmetic) */
+    TP_PROFILE_ATTENTION,    /* softmax(q·kᵀ)·v of every head, masks and bias included */
+    TP_PROFILE_NORMS,        /* layer norms, with the residual adds fused into them */
+    TP_PROFILE_PARTS
+} tp_profile_part;
+
+typedef struct tp_profile {
+    double seconds[TP_PROFILE_PARTS];
+    uint64_t calls[TP_PROFILE_PARTS];
+    double flops[TP_PROFILE_PARTS]; /* products: 2·m·n·k a call (batch included); else 0 */
+} tp_profile;
+
+TP_API void tp_profile_enable(int on);
+/* The sums since the last reset into *p (p may be NULL); reset != 0 zeroes them. */
+TP_API void tp_profile_read(tp_profile *p, int reset);
+
 /* ---------------------------------------------------------------- Hub models */
 
 typedef struct tp_hub_options {

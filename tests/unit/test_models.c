@@ -1,7 +1,8 @@
 /* test_models.c: BERT and DistilBERT forward against transformers' logits (the
  * fixtures' reference.json `forward` case, fp32, within 1e-4), the model accessors,
  * the run state's spare block (reused across forwards, also from several threads at
- * once), and the load errors a user meets (missing or broken config.json, unknown
+ * once), the profile's sums (tp_profile_read) over a forward, and the load errors a
+ * user meets (missing or broken config.json, unknown
  * model_type or architecture, a missing tensor, a wrongly shaped tensor). */
 #include <dirent.h>
 #include <pthread.h>
@@ -488,12 +489,45 @@ static void test_load_errors(void) {
     rmdir(tmpdir);
 }
 
+/* The profile counts a forward's products, attentions and layer norms while on, and
+ * nothing while off; a reset read zeroes it. */
+static void test_profile(void) {
+    tp_model *m = NULL;
+    tp_error err;
+    CHECK_STATUS(tp_model_new(NULL, FIXTURES "/distilbert-sst2", &m, &err), TP_OK);
+    if (!m) return;
+    tp_profile p;
+    tp_profile_enable(1);
+    tp_profile_read(NULL, 1);
+    CHECK_NEAR(forward_case("distilbert-sst2", m), 0, 1e-4);
+    tp_profile_read(&p, 1);
+    /* per layer: q, k, v, out, two FFN products, one attention a row, two norms */
+    int layers = 0;
+    char *json = NULL;
+    if (tp_model_config_value(m, "n_layers", &json, &err) == TP_OK) layers = atoi(json);
+    tp_free(json);
+    CHECK(layers > 0);
+    CHECK(p.calls[TP_PROFILE_PRODUCTS] + p.calls[TP_PROFILE_PRODUCTS_FEW] >= 6u * layers);
+    CHECK(p.calls[TP_PROFILE_ATTENTION] >= (uint64_t)layers);
+    CHECK(p.calls[TP_PROFILE_NORMS] >= 2u * layers);
+    CHECK(p.flops[TP_PROFILE_PRODUCTS] + p.flops[TP_PROFILE_PRODUCTS_FEW] > 0);
+    for (int i = 0; i < TP_PROFILE_PARTS; i++) CHECK(p.seconds[i] >= 0);
+    tp_profile_read(&p, 0);
+    CHECK(p.calls[TP_PROFILE_PRODUCTS] == 0 && p.seconds[TP_PROFILE_ATTENTION] == 0);
+    tp_profile_enable(0);
+    CHECK_NEAR(forward_case("distilbert-sst2", m), 0, 1e-4);
+    tp_profile_read(&p, 1);
+    for (int i = 0; i < TP_PROFILE_PARTS; i++) CHECK(p.calls[i] == 0);
+    tp_model_free(m);
+}
+
 int main(void) {
     test_distilbert_sst2();
     test_bert_multilabel();
     test_forward_encoding();
     test_spare_block();
     test_concurrent_forwards();
+    test_profile();
     test_load_errors();
     return CHECK_DONE();
 }
