@@ -184,16 +184,18 @@ TP_SIMD_INLINE void tp_v_softmax_row_with_max(float *row, int n, float max) {
         tp_v_store(row + i, e);
         acc += e;
     }
-    float sum = tp_v_hsum(acc);
+    /* the tail joins the lanes before they are summed (its missing lanes are exp(-inf)
+     * = +0): element j always adds into lane j % 16, so entries that come out exactly 0
+     * (masked keys, a batch's padding) leave the sum's bits alone whatever n is */
     if (i < n) {
         float tail[16];
         for (int j = 0; j < 16; j++) tail[j] = i + j < n ? row[i + j] - max : -__builtin_inff();
-        tp_v_store(tail, tp_v_exp(tp_v_load(tail)));
-        for (int j = 0; i + j < n; j++) {
-            row[i + j] = tail[j];
-            sum += tail[j];
-        }
+        const tp_v16f e = tp_v_exp(tp_v_load(tail));
+        tp_v_store(tail, e);
+        acc += e;
+        for (int j = 0; i + j < n; j++) row[i + j] = tail[j];
     }
+    const float sum = tp_v_hsum(acc);
     const float inv = 1.0f / sum;
     const tp_v16f vinv = tp_v_set1(inv);
     for (i = 0; i + 16 <= n; i += 16) tp_v_store(row + i, tp_v_load(row + i) * vinv);

@@ -157,6 +157,23 @@ static void test_softmax(void) {
     float masked[3] = {-3.4028235e38f, -3.4028235e38f, -3.4028235e38f};
     tp__softmax_rows(masked, 1, 3);
     for (int i = 0; i < 3; i++) CHECK_NEAR(masked[i], 1.0 / 3, 1e-7);
+    /* entries that come out exactly 0 (a batch's padding keys) leave the others' bits
+     * as they are, wherever the row ends: 21 values alone, then with 0-27 more of the
+     * mask value (tails of every length, and whole vectors of them) */
+    for (int trial = 0; trial < 16; trial++) {
+        float *base = rand_buf(21), alone[21], padded[48];
+        for (int i = 0; i < 21; i++) base[i] *= 8; /* spread, so that sums round */
+        memcpy(alone, base, sizeof alone);
+        tp__softmax_rows(alone, 1, 21);
+        for (int extra = 0; extra <= 27; extra++) {
+            memcpy(padded, base, sizeof alone);
+            for (int i = 21; i < 21 + extra; i++) padded[i] = -3.4028235e38f;
+            tp__softmax_rows(padded, 1, 21 + extra);
+            CHECK_MSG(memcmp(alone, padded, sizeof alone) == 0,
+                      "softmax of 21 + %d padding differs (trial %d)", extra, trial);
+        }
+        free(base);
+    }
 }
 
 /* log-softmax over a vocabulary-sized row with a tail and -inf entries (banned
