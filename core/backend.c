@@ -366,6 +366,17 @@ tp_status tp__residual_layer_norm(const tp__backend *be, float *x, const float *
     return st;
 }
 
+tp_status tp__matmul_bf16(const tp__backend *be, const tp_matmul_args *args, tp_error *err) {
+    if (!be || !VT_HAS(be->vt, matmul_bf16)) return TP_ERR_UNSUPPORTED;
+    TP_TRY(check_matmul_args(args, err));
+    const tp_status st = be->vt->matmul_bf16(be->ctx, args);
+    if (st != TP_OK && st != TP_ERR_UNSUPPORTED)
+        return tp__error(err, TP_ERR_BACKEND, "backend '%s': bf16 matmul %dx%dx%d (batch %d) failed: %s",
+                         backend_name(be), args->m, args->n, args->k, args->batch,
+                         tp_strerror(st));
+    return st;
+}
+
 int tp__backend_threads(const tp__backend *be) {
     int n = 0;
     if (be && VT_HAS(be->vt, num_threads)) n = be->vt->num_threads(be->ctx);

@@ -31,6 +31,10 @@ tp_status tp__matmul(const tp__backend *be, const tp_matmul_args *args, tp_error
 tp_status tp__layer_norm(const tp__backend *be, float *x, int rows, int cols,
                          const float *gamma, const float *beta, float eps, tp_error *err);
 
+/* The backend's matmul_bf16 (sdk/tpipe_backend.h); TP_ERR_UNSUPPORTED, with nothing
+ * written to err, where it has none or declines the call. */
+tp_status tp__matmul_bf16(const tp__backend *be, const tp_matmul_args *args, tp_error *err);
+
 /* The threads the core's own parallel loops may use with `be` (>= 1): the backend's
  * num_threads member, else the OpenMP default; 1 for the reference backend. */
 int tp__backend_threads(const tp__backend *be);

@@ -107,6 +107,14 @@ typedef struct tp_backend_vtable {
      * backend was given. Absent: the OpenMP default (OMP_NUM_THREADS, else the CPUs
      * the process may use). */
     int (*num_threads)(void *ctx);
+
+    /* ---- appended: products of two activations in bf16 (optional) ----
+     * matmul_bf16: as matmul (batch, strides, alpha, trans_b; no bias, no
+     * activation), with A and B rounded to bf16 (nearest even) and the sums kept in
+     * fp32: attention's q·kᵀ and p·v in a model computing in bf16 (as torch computes
+     * them in bf16). TP_ERR_UNSUPPORTED where the backend has no fast path for the
+     * call on this CPU: the core then computes it in fp32 itself. */
+    tp_status (*matmul_bf16)(void *ctx, const tp_matmul_args *args);
 } tp_backend_vtable;
 
 /* The size of ABI 1.0's table (up to layer_norm): what a loader must accept as the

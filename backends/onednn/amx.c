@@ -5,6 +5,7 @@
 #include "quantize.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -264,6 +265,8 @@ __attribute__((target("amx-tile"))) static void tiles_on(void) {
     _tile_loadconfig(&cfg);
 }
 
+__attribute__((target("amx-tile"))) static void tiles_off(void) { _tile_release(); }
+
 AMX_TARGET static void run_jobs(const amx_job *q, int first, int stride, int jobs) {
     tiles_on();
     float buf[AMX_BLOCK * AMX_BLOCK] __attribute__((aligned(64)));
@@ -288,6 +291,109 @@ void amx_bf16(const uint16_t *w, int n, int k, int kpad, const float *a, int m, 
 #pragma omp barrier
         run_jobs(&q, t, nt, q.split.jobs);
     }
+}
+
+/* ---------------------------------------------------------------- bf16, two activations */
+
+/* B [k×n] (row stride ldb; trans_b: stored [n×k]) into the weights' layout: element
+ * (i, j) at (j / 64)·kpad·64 + (i / 2)·128 + (j % 64)·2 + i % 2, zero past k and n.
+ * Stored [n×k], each of B's rows is one column of pairs of k, 32 bits each, 256 bytes
+ * apart (a scatter); stored [k×n], two rows of B interleave into one row of pairs. */
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void pack_b(const float *b, int ldb, int trans_b, int n, int k, int kpad, uint16_t *w) {
+    memset(w, 0, (size_t)((n + 63) / 64) * kpad * 64 * sizeof *w);
+    if (trans_b) {
+        const __m512i apart = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(64));
+        for (int j = 0; j < n; j++) {
+            int32_t *col = (int32_t *)(w + (size_t)(j / 64) * kpad * 64) + j % 64;
+            const float *bj = b + (size_t)j * ldb;
+            for (int i = 0; i < k; i += 32) {
+                const int left = k - i;
+                const __mmask16 lo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+                const __mmask16 hi = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                const __m512 x0 = _mm512_maskz_loadu_ps(lo, bj + i);
+                const __m512 x1 = hi ? _mm512_maskz_loadu_ps(hi, bj + i + 16) : _mm512_setzero_ps();
+                /* words 0-15 from x0, 16-31 from x1: dword t holds inputs i + 2t, i + 2t + 1 */
+                const __m512i pairs = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+                _mm512_i32scatter_epi32(col + (size_t)(i / 2) * 64, apart, pairs, 4);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < k; i += 2) {
+        const float *r0 = b + (size_t)i * ldb, *r1 = i + 1 < k ? r0 + ldb : NULL;
+        for (int j = 0; j < n; j += 16) {
+            const int left = n - j;
+            const __mmask16 in = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            const __m256i h0 = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(in, r0 + j));
+            const __m256i h1 = r1 ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(in, r1 + j))
+                                  : _mm256_setzero_si256();
+            const __m512i pairs = _mm512_or_si512(_mm512_cvtepu16_epi32(h0),
+                                                  _mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+            int32_t *row = (int32_t *)(w + (size_t)(j / 64) * kpad * 64) + (size_t)(i / 2) * 64 + j % 64;
+            _mm512_mask_storeu_epi32(row, in, pairs);
+        }
+    }
+}
+
+static void scale_rows(float *c, int ldc, int m, int n, float alpha) {
+    if (alpha != 1.0f)
+        for (int r = 0; r < m; r++)
+            for (int j = 0; j < n; j++) c[(size_t)r * ldc + j] *= alpha;
+}
+
+/* One entry of amx_bf16_activations on the calling thread, whose tiles are configured
+ * (an attention head: a few microseconds of tile work, so no team of its own and no
+ * tile configuration per call, which had cost more than the products). w, x: room for
+ * the packed B and A; buf: a block's partial results. */
+AMX_TARGET static void entry_on_thread(const float *a, int lda, const float *b, int ldb,
+                                       int trans_b, float *c, int ldc, int m, int n, int k,
+                                       int kpad, float alpha, uint16_t *w, uint16_t *x,
+                                       float *buf) {
+    pack_b(b, ldb, trans_b, n, k, kpad, w);
+    pack_rows(a, m, k, lda, x, kpad);
+    const mv_out o = {.c = c, .ldc = ldc, .bias = NULL, .activation = 0};
+    const amx_job q = {w, x, n, kpad, &o, split_work(m, n, 2 * (size_t)kpad, 1)};
+    for (int j = 0; j < q.split.jobs; j++) run_job(&q, j, buf);
+    scale_rows(c, ldc, m, n, alpha);
+}
+
+int amx_bf16_activations(const float *a, int lda, int64_t stride_a, const float *b, int ldb,
+                         int64_t stride_b, int trans_b, float *c, int ldc, int64_t stride_c,
+                         int m, int n, int k, int batch, float alpha, int threads) {
+    const int kpad = (k + 31) & ~31, team = threads > 0 ? threads : 1;
+    const size_t wsize = (size_t)((n + 63) / 64) * kpad * 64, xsize = (size_t)amx_rows(m) * kpad;
+    if (batch < team) { /* each product on the whole team */
+        uint16_t *w = aligned_alloc(64, wsize * 2), *x = aligned_alloc(64, xsize * 2);
+        for (int e = 0; w && x && e < batch; e++) {
+            pack_b(b + e * stride_b, ldb, trans_b, n, k, kpad, w);
+            const mv_out o = {.c = c + e * stride_c, .ldc = ldc, .bias = NULL, .activation = 0};
+            amx_bf16(w, n, k, kpad, a + e * stride_a, m, lda, x, &o, team);
+            scale_rows(c + e * stride_c, ldc, m, n, alpha);
+        }
+        const int ok = w && x;
+        free(w), free(x);
+        return ok ? 0 : -1;
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(team) reduction(| : failed)
+    {
+        uint16_t *w = aligned_alloc(64, wsize * 2), *x = aligned_alloc(64, xsize * 2);
+        float buf[AMX_BLOCK * AMX_BLOCK] __attribute__((aligned(64)));
+        failed = !w || !x;
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        if (!failed) {
+            tiles_on();
+            for (int e = t; e < batch; e += nt)
+                entry_on_thread(a + e * stride_a, lda, b + e * stride_b, ldb, trans_b,
+                                c + e * stride_c, ldc, m, n, k, kpad, alpha, w, x, buf);
+            tiles_off();
+        }
+        free(w), free(x);
+    }
+    return failed ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- int8 */
@@ -489,6 +595,15 @@ void amx_bf16(const uint16_t *w, int n, int k, int kpad, const float *a, int m, 
               uint16_t *x, const mv_out *o, int threads) {
     (void)w, (void)n, (void)k, (void)kpad, (void)a, (void)m, (void)lda, (void)x, (void)o,
         (void)threads;
+}
+
+int amx_bf16_activations(const float *a, int lda, int64_t stride_a, const float *b, int ldb,
+                         int64_t stride_b, int trans_b, float *c, int ldc, int64_t stride_c,
+                         int m, int n, int k, int batch, float alpha, int threads) {
+    (void)a, (void)lda, (void)stride_a, (void)b, (void)ldb, (void)stride_b, (void)trans_b, (void)c,
+        (void)ldc, (void)stride_c, (void)m, (void)n, (void)k, (void)batch, (void)alpha,
+        (void)threads;
+    return -1;
 }
 
 void amx_int8(const int8_t *w, int n, int k, int kpad, const float *wscale, const float *a, int m,

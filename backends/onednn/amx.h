@@ -47,6 +47,15 @@ static inline int amx_rows(int m) { return (m + 15) & ~15; }
 void amx_bf16(const uint16_t *w, int n, int k, int kpad, const float *a, int m, int lda,
               uint16_t *x, const mv_out *o, int threads);
 
+/* Products of two activations in bf16 (the backend's matmul_bf16: attention's q·kᵀ
+ * and p·v): each batch entry's B packed into the weights' layout above and A
+ * converted as amx_bf16 converts it, the entries shared out over `threads` threads
+ * (or, with fewer entries than threads, each product on all of them); C = alpha·A·B.
+ * No bias or activation. 0, or -1 when out of memory (C then partly written). */
+int amx_bf16_activations(const float *a, int lda, int64_t stride_a, const float *b, int ldb,
+                         int64_t stride_b, int trans_b, float *c, int ldc, int64_t stride_c,
+                         int m, int n, int k, int batch, float alpha, int threads);
+
 /* int8, as oneDNN's int8 matmul computes it here: A quantized per row (quantize.h),
  * the weights per column (w, wscale), exact integer sums, then
  * act(sum · wscale · xscale + bias). */

@@ -1020,6 +1020,27 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
     return st;
 }
 
+/* Products of two activations in bf16 (attention in a bf16 model) on amx.h's kernel;
+ * elsewhere the core's fp32 attention is faster than a oneDNN call per head. */
+static tp_status dn_matmul_bf16(void *ctx, const tp_matmul_args *a) {
+    dn_ctx *c = ctx;
+    if (!c || !a || a->struct_size < sizeof *a || a->m < 0 || a->n < 0 || a->k < 0 || a->batch < 1)
+        return TP_ERR_INVALID_ARGUMENT;
+    if (!c->amx_bf16 || a->bias || a->activation != TP_ACT_NONE) return TP_ERR_UNSUPPORTED;
+    if (a->m == 0 || a->n == 0) return TP_OK;
+    if (a->k == 0) {
+        for (int e = 0; e < a->batch; e++)
+            for (int r = 0; r < a->m; r++)
+                memset(a->c + e * a->stride_c + (int64_t)r * a->ldc, 0, (size_t)a->n * sizeof(float));
+        return TP_OK;
+    }
+    return amx_bf16_activations(a->a, a->lda, a->stride_a, a->b, a->ldb, a->stride_b, a->trans_b,
+                                a->c, a->ldc, a->stride_c, a->m, a->n, a->k, a->batch, a->alpha,
+                                c->team) == 0
+               ? TP_OK
+               : TP_ERR_NOMEM;
+}
+
 static const tp_backend_vtable dn_vtable = {
     .struct_size = sizeof(tp_backend_vtable),
     .create = dn_create,
@@ -1031,6 +1052,7 @@ static const tp_backend_vtable dn_vtable = {
     .prepare_weight = dn_prepare_weight,
     .release_weight = dn_release_weight,
     .matmul_prepared = dn_matmul_prepared,
+    .matmul_bf16 = dn_matmul_bf16,
 };
 
 static const tp_module_descriptor dn_descriptor = {

@@ -10,6 +10,10 @@
  * - step (fewer query rows: a decoding step): per head and query row, q·k over the
  *   cached keys as dot products, softmax, then the value rows summed with their
  *   weights; no packing, since each key is read once.
+ * - bf16 (a model computing in bf16, on a backend with matmul_bf16): q·kᵀ of every
+ *   head as one batched bf16 product, the masks and softmax here in fp32, p·v as
+ *   another; on the accelerator machine's AMX this took a BERT layer's attention at
+ *   128 tokens from ~0.49 to ~0.40 ms, half of it now the softmax.
  * Work items are split over the backend's thread count with OpenMP. Keys past the last
  * one a padding key mask lets through are skipped: their weights are exactly 0.
  * Thread-safe: only the caller's buffers and per-call scratch are touched. */
@@ -339,6 +343,73 @@ TP_SIMD_DISPATCH(void, fused_items,
                  (const tp__attn_args *a, int tk, int begin, int end, float *scratch),
                  (a, tk, begin, end, scratch))
 
+/* ---------------------------------------------------------------- bf16 path */
+
+/* Score rows [begin, end) of all heads (head-major, row stride tk), unscaled: scaled,
+ * masked and soft-maxed in place. */
+TP_SIMD_INLINE void softmax_items_body(const tp__attn_args *a, int tk, float *scores, int begin,
+                                       int end) {
+    const tp_v16f scale = tp_v_set1(a->scale);
+    for (int it = begin; it < end; it++) {
+        float *row = scores + (size_t)it * tk;
+        int j = 0;
+        for (; j + 16 <= tk; j += 16) tp_v_store(row + j, tp_v_load(row + j) * scale);
+        for (; j < tk; j++) row[j] *= a->scale;
+        mask_softmax_row(a, it / a->tq, it % a->tq, tk, row);
+    }
+}
+TP_SIMD_DISPATCH(void, softmax_items,
+                 (const tp__attn_args *a, int tk, float *scores, int begin, int end),
+                 (a, tk, scores, begin, end))
+
+static int bf16_eligible(const tp__attn_args *a) {
+    return a->bf16 && a->tq >= FUSED_MIN_TQ && !a->rows_apart &&
+           (a->kv_heads <= 0 || a->kv_heads == a->n_heads);
+}
+
+/* One row in bf16 through the backend: scores = q·kᵀ of every head in one batched
+ * product, the masks and softmax here in fp32, then out = p·v in another. tk: the keys
+ * past the right padding left out (plan_row). TP_ERR_UNSUPPORTED, before anything is
+ * written, where the backend has no bf16 product for it. */
+static tp_status bf16_row(const tp__backend *be, const tp__attn_args *a, int tk, float *scores,
+                          int threads, tp_error *err) {
+    const int NH = a->n_heads, D = a->head_dim, TQ = a->tq;
+    const int64_t kv_stride = a->head_stride ? (int64_t)a->head_stride : D;
+    tp_matmul_args qk = {
+        .struct_size = sizeof qk, .m = TQ, .n = tk, .k = D,
+        .a = a->q, .lda = a->ldq, .stride_a = D,
+        .b = a->k, .ldb = a->ldk, .stride_b = kv_stride, .trans_b = 1,
+        .c = scores, .ldc = tk, .stride_c = (int64_t)TQ * tk,
+        .batch = NH, .alpha = 1.0f,
+    };
+    TP_TRY(tp__matmul_bf16(be, &qk, err));
+    const int items = NH * TQ;
+    if (threads > items) threads = items;
+    (void)threads;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        softmax_items(a, tk, scores, (int)((int64_t)items * t / nt),
+                      (int)((int64_t)items * (t + 1) / nt));
+    }
+    tp_matmul_args pv = {
+        .struct_size = sizeof pv, .m = TQ, .n = D, .k = tk,
+        .a = scores, .lda = tk, .stride_a = (int64_t)TQ * tk,
+        .b = a->v, .ldb = a->ldv, .stride_b = kv_stride, .trans_b = 0,
+        .c = a->out, .ldc = a->ldo, .stride_c = D,
+        .batch = NH, .alpha = 1.0f,
+    };
+    const tp_status st = tp__matmul_bf16(be, &pv, err);
+    if (st == TP_ERR_UNSUPPORTED) /* it took the first: a change of mind is a failure */
+        return tp__error(err, TP_ERR_BACKEND, "attention: the backend's bf16 matmul took q·kᵀ "
+                                              "but refused p·v");
+    return st;
+}
+
 /* ---------------------------------------------------------------- both */
 
 /* What one row needs: its keys (right padding left out), path, work items, scratch. */
@@ -421,9 +492,40 @@ tp_status tp__attention_rows(const tp__backend *be, const tp__attn_args *rows, i
     return st;
 }
 
+/* Every row in bf16 (bf16_row); TP_ERR_UNSUPPORTED, with nothing written, when a row
+ * is not eligible or the backend declines the first. */
+static tp_status bf16_rows(const tp__backend *be, const tp__attn_args *rows, int n,
+                           tp_error *err) {
+    size_t most = 0;
+    for (int r = 0; r < n; r++) {
+        if (!bf16_eligible(&rows[r])) return TP_ERR_UNSUPPORTED;
+        const size_t need = (size_t)rows[r].n_heads * rows[r].tq * rows[r].tk;
+        if (!rows[r].scores && need > most) most = need;
+    }
+    float *own = most ? malloc(most * sizeof(float)) : NULL;
+    if (most && !own)
+        return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %zu scores", most);
+    const int threads = tp__backend_threads(be);
+    tp_status st = TP_OK;
+    for (int r = 0; r < n && st == TP_OK; r++) {
+        const row_plan p = plan_row(&rows[r]);
+        if (!p.items) continue;
+        st = bf16_row(be, &rows[r], p.tk, rows[r].scores ? rows[r].scores : own, threads, err);
+        if (st == TP_ERR_UNSUPPORTED && r > 0)
+            st = tp__error(err, TP_ERR_BACKEND, "attention: the backend's bf16 matmul took "
+                                                "row 0 but refused row %d", r);
+    }
+    free(own);
+    return st;
+}
+
 static tp_status attention_rows(const tp__backend *be, const tp__attn_args *rows, int n,
                                 tp_error *err) {
     if (n <= 0) return TP_OK;
+    if (rows[0].bf16) {
+        const tp_status st = bf16_rows(be, rows, n, err);
+        if (st != TP_ERR_UNSUPPORTED) return st;
+    }
     /* a beam search's or a small batch's plans on the stack; larger batches allocate */
     row_plan few[16], *plan = n <= 16 ? few : malloc((size_t)n * sizeof *plan);
     if (!plan) return tp__error(err, TP_ERR_NOMEM, "attention: out of memory for %d rows", n);

@@ -7,8 +7,9 @@
  *              x = LayerNorm(x + a·Woᵀ + bo)
  *              x = LayerNorm(x + act(x·W1ᵀ + b1)·W2ᵀ + b2)
  *   then the head. Every dense layer goes through tp__linear (bias and activation
- *   fused into the product), attention through tp__attention's fused kernel (no
- *   head split or merge copies: heads are column blocks of q/k/v and ctx), and each
+ *   fused into the product), attention through tp__attention (no head split or
+ *   merge copies: heads are column blocks of q/k/v and ctx; in bf16 models its
+ *   products in bf16 where the backend has them), and each
  *   residual add rides in its LayerNorm's pass.
  * The run state is per call (its memory reused through the model's spare block):
  * forward is thread-safe on a shared model. */
@@ -38,15 +39,20 @@ typedef struct run_state {
     float *ffn;    /* [B*T, I] */
     float *mask;   /* [B*T] 0 or the additive mask value per key */
     int *pos;      /* [B*T] position ids */
+    float *scores; /* [NH, T, T] one row's attention scores in bf16 models (attention.h),
+                      else NULL */
 } run_state;
 
 /* n floats (or ints) rounded up to whole cache lines, so every buffer starts on one */
 static size_t lines(size_t n) { return (n + 15) / 16 * 16; }
 
-static tp_status alloc_state(run_state *s, const tp__encoder *e, int B, int T, tp_error *err) {
+static tp_status alloc_state(run_state *s, const tp__encoder *e, int B, int T, int bf16,
+                             tp_error *err) {
     const tp__enc_config *c = &e->c;
     const size_t bt = (size_t)B * T, h = (size_t)c->hidden;
-    const size_t floats = 6 * lines(bt * h) + lines(bt * (size_t)c->intermediate) + 2 * lines(bt);
+    const size_t scores = bf16 ? lines((size_t)c->n_heads * T * T) : 0;
+    const size_t floats =
+        6 * lines(bt * h) + lines(bt * (size_t)c->intermediate) + scores + 2 * lines(bt);
     memset(s, 0, sizeof *s);
     /* the spare is the one member a forward changes: atomic, see spare.h */
     s->block = tp__spare_take((tp__spare *)&e->spare, floats * sizeof(float));
@@ -57,6 +63,7 @@ static tp_status alloc_state(run_state *s, const tp__encoder *e, int B, int T, t
     float **bufs[] = {&s->x, &s->q, &s->k, &s->v, &s->ctx, &s->tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) *bufs[i] = p, p += lines(bt * h);
     s->ffn = p, p += lines(bt * (size_t)c->intermediate);
+    if (scores) s->scores = p, p += scores;
     s->mask = p, p += lines(bt);
     s->pos = (int *)p;
     return TP_OK;
@@ -139,6 +146,7 @@ static tp_status attention(const tp__backend *be, const tp__encoder *e, const tp
             .q = s->q + row0, .ldq = H, .k = s->k + row0, .ldk = H, .v = s->v + row0, .ldv = H,
             .key_mask = s->mask + (size_t)b * T, .causal_past = -1, .scale = scale,
             .out = s->ctx + row0, .ldo = H,
+            .bf16 = s->scores != NULL, .scores = s->scores,
         };
         TP_TRY(tp__attention(be, &a, err));
     }
@@ -239,7 +247,7 @@ tp_status tp__encoder_forward(const tp_model *m, const tp__backend *be, const tp
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "batch of %d x %d tokens is too large",
                          B, T);
     run_state s;
-    TP_TRY(alloc_state(&s, e, B, T, err));
+    TP_TRY(alloc_state(&s, e, B, T, m->dtype == TP_BF16, err));
     tp_status st = prepare_inputs(m, e, in, &s, err);
     if (st == TP_OK) {
         embed(e, in, &s);

@@ -339,6 +339,68 @@ static void test_prepared_rows(const tp_backend_vtable *vt, void *ctx, const cha
     }
 }
 
+static float to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* matmul_bf16 (attention's products in a bf16 model) against A and B rounded to bf16
+ * and summed in double: the shapes of a BERT head (q·kᵀ, p·v), tails in m, n and k,
+ * strides with padding, alpha. A backend without the fast path on this CPU says
+ * TP_ERR_UNSUPPORTED and writes nothing. */
+static void test_matmul_bf16(const tp_backend_vtable *vt, void *ctx, const char *name) {
+    static const mm_case bf16_cases[] = {
+        {128, 128, 64, 1, 12, 0, TP_ACT_NONE, 1.0f, 0, 0},  /* q·kᵀ, 12 heads */
+        {128, 64, 128, 0, 12, 0, TP_ACT_NONE, 1.0f, 0, 0},  /* p·v */
+        {37, 45, 20, 1, 3, 0, TP_ACT_NONE, 0.125f, 3, 0},   /* tails, alpha, padding */
+        {9, 20, 37, 0, 5, 0, TP_ACT_NONE, 1.0f, 5, 0},
+        {130, 70, 66, 0, 1, 0, TP_ACT_NONE, 1.0f, 0, 0},    /* one entry, on the team */
+    };
+    int ran = 0, declined = 0;
+    for (size_t i = 0; i < sizeof bf16_cases / sizeof bf16_cases[0]; i++) {
+        const mm_case *t = &bf16_cases[i];
+        mm_buf mb;
+        mm_setup(t, &mb);
+        const tp_matmul_args *g = &mb.args;
+        for (int bt = 0; bt < t->batch; bt++)
+            for (int r = 0; r < t->m; r++)
+                for (int j = 0; j < t->n; j++) {
+                    double acc = 0;
+                    for (int p = 0; p < t->k; p++) {
+                        const float *A = mb.a + (int64_t)bt * g->stride_a, *B = mb.b + (int64_t)bt * g->stride_b;
+                        const float bv = t->trans_b ? B[(size_t)j * g->ldb + p] : B[(size_t)p * g->ldb + j];
+                        acc += (double)to_bf16(A[(size_t)r * g->lda + p]) * to_bf16(bv);
+                    }
+                    mb.want[((size_t)bt * t->m + r) * t->n + j] = acc * t->alpha;
+                }
+        for (size_t c = 0; c < mb.c_len; c++) mb.c[c] = SENTINEL;
+        const tp_status st = vt->matmul_bf16(ctx, &mb.args);
+        if (st == TP_ERR_UNSUPPORTED) {
+            declined++;
+            int touched = 0;
+            for (size_t c = 0; c < mb.c_len; c++) touched += mb.c[c] != SENTINEL;
+            CHECK_MSG(touched == 0, "%s: matmul_bf16 declined but wrote %d cells", name, touched);
+        } else {
+            ran++;
+            CHECK_STATUS(st, TP_OK);
+            CHECK(mm_check(t, &mb, name));
+        }
+        mm_free(&mb);
+    }
+    CHECK_MSG(ran == 0 || declined == 0, "%s: matmul_bf16 ran %d cases and declined %d", name,
+              ran, declined);
+    /* bias and activation are not its business */
+    mm_buf mb;
+    const mm_case biased = {16, 16, 16, 1, 1, 1, TP_ACT_NONE, 1.0f, 0, 0};
+    mm_setup(&biased, &mb);
+    CHECK_STATUS(vt->matmul_bf16(ctx, &mb.args), TP_ERR_UNSUPPORTED);
+    mm_free(&mb);
+    printf("%s: matmul_bf16 %s\n", name, ran ? "on this CPU's fast path" : "declined on this CPU");
+}
+
 static void test_backend(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/lib/tpipe/backends/%s.so", TP_BUILD_DIR, name);
@@ -400,6 +462,9 @@ static void test_backend(const char *name) {
     CHECK(ta[0].failures == 0 && ta[1].failures == 0);
     if (vt->prepare_weight) test_prepared(vt, ctx, name);
     if (vt->prepare_weight) test_prepared_rows(vt, ctx, name);
+    if (vt->struct_size >= offsetof(tp_backend_vtable, matmul_bf16) + sizeof vt->matmul_bf16 &&
+        vt->matmul_bf16)
+        test_matmul_bf16(vt, ctx, name);
     vt->destroy(ctx);
 
     /* an explicit thread count shows in describe() */

@@ -354,8 +354,39 @@ static void test_add_layer_norm(void) {
  * key/value heads (grouped-query attention when fewer than nh); head_major: K and V
  * handed over head by head (head_stride), as the seq2seq models keep cross-attention's;
  * 2: and the query rows apart (rows_apart, beams cross-attending together). */
-static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int masked_tail,
-                                 int causal_past, int with_bias, int head_major) {
+/* A backend whose matmul_bf16 rounds A and B to bf16 (nearest even) and sums in double:
+ * the core's bf16 attention path (attention.h) on any CPU. Counts its calls. */
+static int bf16_calls;
+static float round_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static tp_status test_matmul_bf16(void *ctx, const tp_matmul_args *a) {
+    (void)ctx;
+    bf16_calls++;
+    for (int e = 0; e < a->batch; e++)
+        for (int i = 0; i < a->m; i++)
+            for (int j = 0; j < a->n; j++) {
+                double acc = 0;
+                for (int p = 0; p < a->k; p++) {
+                    const float x = a->a[e * a->stride_a + (int64_t)i * a->lda + p];
+                    const float y = a->trans_b ? a->b[e * a->stride_b + (int64_t)j * a->ldb + p]
+                                               : a->b[e * a->stride_b + (int64_t)p * a->ldb + j];
+                    acc += (double)round_bf16(x) * round_bf16(y);
+                }
+                a->c[e * a->stride_c + (int64_t)i * a->ldc + j] = (float)(a->alpha * acc);
+            }
+    return TP_OK;
+}
+static const tp_backend_vtable bf16_vt = {.struct_size = sizeof bf16_vt,
+                                          .matmul_bf16 = test_matmul_bf16};
+
+/* bf16: the bf16 path (a.bf16) on the backend above, checked that it ran. */
+static double attention_error_bf16(int nh, int nkv, int d, int tq, int tk, int masked_tail,
+                                   int causal_past, int with_bias, int head_major, int bf16) {
     const int ld = nh * d + 3; /* heads side by side, rows padded */
     float *q = rand_buf((size_t)tq * ld), *k = rand_buf((size_t)tk * ld);
     float *v = rand_buf((size_t)tk * ld), *out = calloc((size_t)tq * ld, sizeof(float));
@@ -366,10 +397,11 @@ static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int mas
     tp__attn_args a = {
         .n_heads = nh, .kv_heads = nkv, .head_dim = d, .tq = tq, .tk = tk, .q = q, .ldq = ld,
         .k = k, .ldk = ld, .v = v, .ldv = ld, .key_mask = mask, .causal_past = causal_past,
-        .scale = 1.0f / sqrtf((float)d), .out = out, .ldo = ld, .bias = bias,
+        .scale = 1.0f / sqrtf((float)d), .out = out, .ldo = ld, .bias = bias, .bf16 = bf16,
     };
     tp_error err;
     tp__backend ref = {.vt = tp__ref_backend_descriptor()->vtable, .name = "ref"};
+    if (bf16) ref = (tp__backend){.vt = &bf16_vt, .name = "bf16-test"};
     const int g = nkv > 0 ? nh / nkv : 1; /* query heads per key/value head */
     const int kvh = nkv > 0 ? nkv : nh;
     float *kh = NULL, *vh = NULL;
@@ -384,7 +416,10 @@ static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int mas
         a.k = kh, a.v = vh, a.ldk = a.ldv = d, a.head_stride = (size_t)tk * d;
         a.rows_apart = head_major == 2;
     }
+    const int calls = bf16_calls;
     CHECK_STATUS(tp__attention(&ref, &a, &err), TP_OK);
+    if (bf16) /* q·kᵀ and p·v where the path applies, else the fp32 kernels */
+        CHECK(bf16_calls - calls == (tq >= 4 && head_major != 2 && (nkv == 0 || nkv == nh) ? 2 : 0));
     double worst = 0;
     double *p = malloc(sizeof(double) * tk);
     for (int h = 0; h < nh; h++)
@@ -409,6 +444,12 @@ static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int mas
         }
     free(q), free(k), free(v), free(out), free(mask), free(bias), free(p), free(kh), free(vh);
     return worst;
+}
+
+static double attention_error_as(int nh, int nkv, int d, int tq, int tk, int masked_tail,
+                                 int causal_past, int with_bias, int head_major) {
+    return attention_error_bf16(nh, nkv, d, tq, tk, masked_tail, causal_past, with_bias,
+                                head_major, 0);
 }
 
 static double attention_error(int nh, int nkv, int d, int tq, int tk, int masked_tail,
@@ -452,6 +493,18 @@ static void test_attention(void) {
     CHECK_NEAR(attention_error_as(3, 0, 20, 7, 37, 5, -1, 1, 2), 0, 2e-6);   /* 7 apart, bias */
     CHECK_NEAR(attention_error_as(3, 0, 20, 3, 37, 5, -1, 0, 1), 0, 2e-6);   /* step, d tail */
     CHECK_NEAR(attention_error_as(6, 2, 32, 1, 12, 0, 5, 0, 1), 0, 2e-6);    /* step, grouped */
+    /* bf16 (a bf16 model on a backend with matmul_bf16): operands rounded to 8 bits, so
+     * within 2e-2 of the fp32 evaluation; the path declines grouped heads, rows apart
+     * and fewer than 4 query rows (the fp32 kernels then run, to 2e-6) */
+    CHECK_NEAR(attention_error_bf16(12, 0, 64, 128, 128, 9, -1, 0, 0, 1), 0, 2e-2); /* encoder */
+    CHECK_NEAR(attention_error_bf16(3, 0, 20, 11, 37, 5, -1, 0, 0, 1), 0, 2e-2);    /* tails */
+    CHECK_NEAR(attention_error_bf16(2, 0, 64, 9, 40, 0, -1, 1, 0, 1), 0, 2e-2);     /* bias */
+    CHECK_NEAR(attention_error_bf16(2, 0, 32, 20, 40, 3, 20, 1, 0, 1), 0, 2e-2);    /* causal */
+    CHECK_NEAR(attention_error_bf16(16, 0, 64, 4, 200, 7, -1, 0, 1, 1), 0, 2e-2);   /* head-major */
+    CHECK_NEAR(attention_error_bf16(1, 0, 8, 5, 5, 5, -1, 0, 0, 1), 0, 2e-2);       /* all hidden */
+    CHECK_NEAR(attention_error_bf16(6, 2, 32, 7, 12, 0, 5, 0, 0, 1), 0, 2e-6);      /* grouped */
+    CHECK_NEAR(attention_error_bf16(16, 0, 64, 4, 256, 9, -1, 0, 2, 1), 0, 2e-6);   /* apart */
+    CHECK_NEAR(attention_error_bf16(4, 0, 16, 1, 13, 2, 12, 0, 0, 1), 0, 2e-6);     /* step */
 }
 
 int main(void) {
