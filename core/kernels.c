@@ -200,15 +200,21 @@ void tp__add_layer_norm(float *x, const float *res, int rows, int cols, const fl
     (void)threads;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        const int r0 = (int)((int64_t)rows * t / nt), r1 = (int)((int64_t)rows * (t + 1) / nt);
+        int r0, r1;
+        tp__thread_share(rows, &r0, &r1);
         const size_t at = (size_t)r0 * (size_t)cols;
         layer_norm_rows(x + at, res ? res + at : NULL, r1 - r0, cols, gamma, beta, eps);
     }
+}
+
+void tp__thread_share(int n, int *begin, int *end) {
+    int t = 0, nt = 1;
+#ifdef _OPENMP
+    t = omp_get_thread_num();
+    nt = omp_get_num_threads();
+#endif
+    *begin = (int)((int64_t)n * t / nt);
+    *end = (int)((int64_t)n * (t + 1) / nt);
 }
 
 /* ---------------------------------------------------------------- activations */

@@ -24,4 +24,8 @@ void tp__add_layer_norm(float *x, const float *res, int rows, int cols, const fl
 /* y += x, n elements. */
 void tp__add(float *y, const float *x, size_t n);
 
+/* The calling OpenMP thread's share [*begin, *end) of n items split evenly and in
+ * order over its team (all of them outside a parallel region). */
+void tp__thread_share(int n, int *begin, int *end);
+
 #endif

@@ -23,11 +23,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "../error.h"
+#include "../kernels.h"
 #include "../kernels_simd.h"
 #include "../profile.h"
 
@@ -388,13 +386,9 @@ static tp_status bf16_row(const tp__backend *be, const tp__attn_args *a, int tk,
     (void)threads;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        softmax_items(a, tk, scores, (int)((int64_t)items * t / nt),
-                      (int)((int64_t)items * (t + 1) / nt));
+        int begin, end;
+        tp__thread_share(items, &begin, &end);
+        softmax_items(a, tk, scores, begin, end);
     }
     tp_matmul_args pv = {
         .struct_size = sizeof pv, .m = TQ, .n = D, .k = tk,
@@ -547,13 +541,9 @@ static tp_status attention_rows(const tp__backend *be, const tp__attn_args *rows
     (void)threads;
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
     {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
         /* this thread's share of the items of all rows, numbered row after row */
-        const int begin = (int)((int64_t)items * t / nt), end = (int)((int64_t)items * (t + 1) / nt);
+        int begin, end;
+        tp__thread_share(items, &begin, &end);
         float *buf = begin < end ? malloc(scratch * sizeof(float)) : NULL;
         if (begin < end && !buf) failed = 1;
         for (int r = 0, first = 0; buf && r < n && first < end; first += plan[r].items, r++) {
