@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bf16_ref.h"
 #include "check.h"
 #include "tpipe_backend.h"
 
@@ -339,14 +340,6 @@ static void test_prepared_rows(const tp_backend_vtable *vt, void *ctx, const cha
     }
 }
 
-static float to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* matmul_bf16 (attention's products in a bf16 model) against A and B rounded to bf16
  * and summed in double: the shapes of a BERT head (q·kᵀ, p·v), tails in m, n and k,
  * strides with padding, alpha. A backend without the fast path on this CPU says
@@ -364,18 +357,10 @@ static void test_matmul_bf16(const tp_backend_vtable *vt, void *ctx, const char 
         const mm_case *t = &bf16_cases[i];
         mm_buf mb;
         mm_setup(t, &mb);
-        const tp_matmul_args *g = &mb.args;
         for (int bt = 0; bt < t->batch; bt++)
             for (int r = 0; r < t->m; r++)
-                for (int j = 0; j < t->n; j++) {
-                    double acc = 0;
-                    for (int p = 0; p < t->k; p++) {
-                        const float *A = mb.a + (int64_t)bt * g->stride_a, *B = mb.b + (int64_t)bt * g->stride_b;
-                        const float bv = t->trans_b ? B[(size_t)j * g->ldb + p] : B[(size_t)p * g->ldb + j];
-                        acc += (double)to_bf16(A[(size_t)r * g->lda + p]) * to_bf16(bv);
-                    }
-                    mb.want[((size_t)bt * t->m + r) * t->n + j] = acc * t->alpha;
-                }
+                for (int j = 0; j < t->n; j++)
+                    mb.want[((size_t)bt * t->m + r) * t->n + j] = bf16_ref_dot(&mb.args, bt, r, j);
         for (size_t c = 0; c < mb.c_len; c++) mb.c[c] = SENTINEL;
         const tp_status st = vt->matmul_bf16(ctx, &mb.args);
         if (st == TP_ERR_UNSUPPORTED) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "backend.h"
+#include "bf16_ref.h"
 #include "check.h"
 #include "kernels.h"
 #include "models/attention.h"
@@ -354,31 +355,17 @@ static void test_add_layer_norm(void) {
  * key/value heads (grouped-query attention when fewer than nh); head_major: K and V
  * handed over head by head (head_stride), as the seq2seq models keep cross-attention's;
  * 2: and the query rows apart (rows_apart, beams cross-attending together). */
-/* A backend whose matmul_bf16 rounds A and B to bf16 (nearest even) and sums in double:
- * the core's bf16 attention path (attention.h) on any CPU. Counts its calls. */
+/* A backend whose matmul_bf16 rounds A and B to bf16 (nearest even) and sums in double
+ * (bf16_ref.h): the core's bf16 attention path (attention.h) on any CPU. Counts its
+ * calls. */
 static int bf16_calls;
-static float round_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
 static tp_status test_matmul_bf16(void *ctx, const tp_matmul_args *a) {
     (void)ctx;
     bf16_calls++;
     for (int e = 0; e < a->batch; e++)
         for (int i = 0; i < a->m; i++)
-            for (int j = 0; j < a->n; j++) {
-                double acc = 0;
-                for (int p = 0; p < a->k; p++) {
-                    const float x = a->a[e * a->stride_a + (int64_t)i * a->lda + p];
-                    const float y = a->trans_b ? a->b[e * a->stride_b + (int64_t)j * a->ldb + p]
-                                               : a->b[e * a->stride_b + (int64_t)p * a->ldb + j];
-                    acc += (double)round_bf16(x) * round_bf16(y);
-                }
-                a->c[e * a->stride_c + (int64_t)i * a->ldc + j] = (float)(a->alpha * acc);
-            }
+            for (int j = 0; j < a->n; j++)
+                a->c[e * a->stride_c + (int64_t)i * a->ldc + j] = (float)bf16_ref_dot(a, e, i, j);
     return TP_OK;
 }
 static const tp_backend_vtable bf16_vt = {.struct_size = sizeof bf16_vt,
