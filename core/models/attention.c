@@ -49,19 +49,21 @@ static inline const float *kv_at(const tp__attn_args *a, const float *base, int 
     return base + (size_t)g * (a->head_stride ? a->head_stride : (size_t)a->head_dim);
 }
 
-/* Score row i of head h over keys [0, tk), already q·k·scale: plus the bias, then the
- * causal and key masks (in that order, as transformers adds them), then soft-maxed.
- * One vector pass does all three and the row's max: GCC leaves a scalar loop with a
- * branch per key as it is. */
-TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int tk, float *row) {
+/* Score row i of head h over keys [0, tk), q·k times `scale` (1 where the caller
+ * scaled it already): plus the bias, then the causal and key masks (in that order, as
+ * transformers adds them), then soft-maxed. One vector pass does the scale, the three
+ * additions and the row's max: GCC leaves a scalar loop with a branch per key as it is. */
+TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int tk, float scale,
+                                     float *row) {
     const float *b = a->bias ? a->bias + ((size_t)h * a->tq + i) * a->tk : NULL;
     const float *m = a->key_mask;
     const int last = a->causal_past >= 0 ? a->causal_past + i : tk - 1;
     const tp_v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const tp_v16f vscale = tp_v_set1(scale);
     tp_v16f vmax = tp_v_set1(-__builtin_inff());
     int j = 0;
     for (; j + 16 <= tk; j += 16) {
-        tp_v16f x = tp_v_load(row + j);
+        tp_v16f x = tp_v_load(row + j) * vscale;
         if (b) x += tp_v_load(b + j);
         if (m) x += tp_v_load(m + j); /* lanes past last are overwritten just below */
         if (j + 15 > last) x = tp_v_select(lane > last - j, tp_v_set1(-FLT_MAX), x);
@@ -70,7 +72,7 @@ TP_SIMD_INLINE void mask_softmax_row(const tp__attn_args *a, int h, int i, int t
     }
     float max = tp_v_hmax(vmax);
     for (; j < tk; j++) {
-        float x = row[j];
+        float x = row[j] * scale;
         if (b) x += b[j];
         if (j > last) x = -FLT_MAX;
         else if (m) x += m[j];
@@ -155,7 +157,7 @@ TP_SIMD_INLINE void step_row(const tp__attn_args *a, int tk, int h, int i, float
     const int seen = last + 1 < TK ? last + 1 : TK;
     step_scores(q, k, a->ldk, D, seen, a->scale, s);
     for (int j = seen < 0 ? 0 : seen; j < TK; j++) s[j] = 0.0f;
-    mask_softmax_row(a, h, i, TK, s);
+    mask_softmax_row(a, h, i, TK, 1.0f, s);
     float *o = a->out + (size_t)i * a->ldo + (size_t)h * D;
     int d0 = 0;
     while (d0 + 16 <= D) { /* up to four vectors of d per pass over the keys */
@@ -276,7 +278,7 @@ TP_SIMD_INLINE void tile(const tp__attn_args *a, int h, int i0, int tk, int tkp,
     }
 
     const int rows = TQ - i0 < QB ? TQ - i0 : QB;
-    for (int r = 0; r < rows; r++) mask_softmax_row(a, h, i0 + r, tk, s + (size_t)r * tkp);
+    for (int r = 0; r < rows; r++) mask_softmax_row(a, h, i0 + r, tk, 1.0f, s + (size_t)r * tkp);
 
     /* out[r][d] = Σ_j p[r][j]·v[j][d], two vectors of d at a time, then a scalar tail */
     const float *v = kv_at(a, a->v, kv_head(a, h));
@@ -347,14 +349,8 @@ TP_SIMD_DISPATCH(void, fused_items,
  * masked and soft-maxed in place. */
 TP_SIMD_INLINE void softmax_items_body(const tp__attn_args *a, int tk, float *scores, int begin,
                                        int end) {
-    const tp_v16f scale = tp_v_set1(a->scale);
-    for (int it = begin; it < end; it++) {
-        float *row = scores + (size_t)it * tk;
-        int j = 0;
-        for (; j + 16 <= tk; j += 16) tp_v_store(row + j, tp_v_load(row + j) * scale);
-        for (; j < tk; j++) row[j] *= a->scale;
-        mask_softmax_row(a, it / a->tq, it % a->tq, tk, row);
-    }
+    for (int it = begin; it < end; it++)
+        mask_softmax_row(a, it / a->tq, it % a->tq, tk, a->scale, scores + (size_t)it * tk);
 }
 TP_SIMD_DISPATCH(void, softmax_items,
                  (const tp__attn_args *a, int tk, float *scores, int begin, int end),

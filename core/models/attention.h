@@ -31,7 +31,7 @@ typedef struct tp__attn_args {
     float *out; int ldo;        /* [tq, ldo]: softmax(q·kᵀ·scale + bias + mask)·v per head */
     const float *bias;          /* [NH, tq, tk] added to the scaled scores before the masks
                                    (T5's relative position bias), or NULL */
-    int bf16;                   /* nonzero: a model computing in bf16: q·kᵀ and p·v may
+    int bf16;                   /* nonzero: a model computing in bf16 or int8: q·kᵀ and p·v may
                                    run in bf16 (fp32 sums) on the backend's matmul_bf16,
                                    as torch's bf16 attention does; the masks and softmax
                                    stay fp32. Taken for tq >= 4 query rows (not rows_apart)

@@ -8,8 +8,8 @@
  *              x = LayerNorm(x + act(x·W1ᵀ + b1)·W2ᵀ + b2)
  *   then the head. Every dense layer goes through tp__linear (bias and activation
  *   fused into the product), attention through tp__attention (no head split or
- *   merge copies: heads are column blocks of q/k/v and ctx; in bf16 models its
- *   products in bf16 where the backend has them), and each
+ *   merge copies: heads are column blocks of q/k/v and ctx; in bf16 and int8 models
+ *   its products in bf16 where the backend has them), and each
  *   residual add rides in its LayerNorm's pass.
  * The run state is per call (its memory reused through the model's spare block):
  * forward is thread-safe on a shared model. */
@@ -39,8 +39,8 @@ typedef struct run_state {
     float *ffn;    /* [B*T, I] */
     float *mask;   /* [B*T] 0 or the additive mask value per key */
     int *pos;      /* [B*T] position ids */
-    float *scores; /* [NH, T, T] one row's attention scores in bf16 models (attention.h),
-                      else NULL */
+    float *scores; /* [NH, T, T] one row's attention scores in bf16 and int8 models
+                      (attention.h), else NULL */
 } run_state;
 
 /* n floats (or ints) rounded up to whole cache lines, so every buffer starts on one */
@@ -247,7 +247,9 @@ tp_status tp__encoder_forward(const tp_model *m, const tp__backend *be, const tp
         return tp__error(err, TP_ERR_INVALID_ARGUMENT, "batch of %d x %d tokens is too large",
                          B, T);
     run_state s;
-    TP_TRY(alloc_state(&s, e, B, T, m->dtype == TP_BF16, err));
+    /* int8 models too: their products' own error is ten times bf16 attention's, and fp32
+     * attention had been 17-18% of their forwards */
+    TP_TRY(alloc_state(&s, e, B, T, m->dtype == TP_BF16 || m->dtype == TP_I8, err));
     tp_status st = prepare_inputs(m, e, in, &s, err);
     if (st == TP_OK) {
         embed(e, in, &s);
