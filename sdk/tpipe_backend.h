@@ -111,8 +111,11 @@ typedef struct tp_backend_vtable {
     /* ---- appended: products of two activations in bf16 (optional) ----
      * matmul_bf16: as matmul (batch, strides, alpha, trans_b; no bias, no
      * activation), with A and B rounded to bf16 (nearest even) and the sums kept in
-     * fp32: attention's q·kᵀ and p·v in a model computing in bf16 (as torch computes
-     * them in bf16). TP_ERR_UNSUPPORTED where the backend has no fast path for the
+     * fp32: attention's q·kᵀ and p·v in a model computing in bf16 or int8 (as torch
+     * computes them in bf16). The core splits the work between these calls (the
+     * softmax rows of each head) into contiguous per-thread shares: a backend that
+     * shares the batch out the same way finds each head's operands in its own
+     * core's cache. TP_ERR_UNSUPPORTED where the backend has no fast path for the
      * call on this CPU: the core then computes it in fp32 itself. */
     tp_status (*matmul_bf16)(void *ctx, const tp_matmul_args *args);
 } tp_backend_vtable;
