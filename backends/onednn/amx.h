@@ -1,5 +1,5 @@
-/* amx.h: bf16 products of up to AMX_BF16_MAX_ROWS rows and int8 products of any
- * number of rows (a sequence's encoder layers, a batch of them, a prompt) on Intel AMX
+/* amx.h: bf16 and int8 products of any number of rows from 5 up (a sequence's
+ * encoder layers, a batch of them, a prompt) on Intel AMX
  * tiles, against the weights matvec.h streams, in the same layouts (bf16 BA16a64b2a,
  * int8 [n×k]): one prepared copy serves every row count.
  *
@@ -7,11 +7,12 @@
  * (oneDNN 2.6, brgemm) ran at 350-460 GFLOP/s on the accelerator machine's two vCPUs;
  * with this kernel DistilBERT's bf16 forward at 128 tokens went from 34.9 to 28.3 ms
  * there; int8 DistilBERT went from 25.8 to 21.0 ms. On 2048 rows (16 sequences)
- * oneDNN's bf16 matmul stayed faster (DistilBERT b16 451 against 498 ms, median of 16
- * paired runs), while this
- * int8 kernel overtook oneDNN's once it prefetched the weights and converted A on the
- * whole team (2048-row products 663-755 -> 877-933 GFLOP/s). docs/backends.md has
- * the figures.
+ * oneDNN's bf16 matmul had stayed faster (session 8: DistilBERT b16 451 against 498
+ * ms); once the kernel fetched the next panel of weights into L2 (session 10) it
+ * overtook it there too (session 12: DistilBERT b16 443 -> 410 ms, BERT-base NER b16
+ * 862 -> 820, medians of 10 pairs, faster in 8 of 10 on each), as the int8 kernel had
+ * once it prefetched the weights and converted A on the whole team (2048-row products
+ * 663-755 -> 877-933 GFLOP/s). docs/backends.md has the figures.
  *
  * The product is tiled in 32×32 blocks of C (four 16×16 fp32 tiles fed by two tiles of
  * A and two of B, all eight tile registers), each block's K loop reading A from L2
@@ -26,11 +27,6 @@
 #include <stdint.h>
 
 #include "matvec.h"
-
-/* bf16: between the 128 rows where this kernel was measured faster and the 2048 where
- * oneDNN's was (a DistilBERT b16 forward; K-blocked variants that re-read the weights
- * less were no faster at 2048 rows, so the cause is not known). */
-enum { AMX_BF16_MAX_ROWS = 512 };
 
 /* Whether this CPU has AMX-BF16 and the kernel lets this process use the tile state
  * (Linux grants it on request, once per process). */

@@ -789,8 +789,8 @@ static tp_status dn_prepare_weight(void *ctx, const tp_weight_desc *w, void **ou
     size_t size = (dnnl_memory_desc_get_size(&h->md) + 63) & ~(size_t)63;
     if (h->streamed && w->dtype == TP_I8 && c->amx_int8) {
         /* what amx_int8 may read: whole blocks of 32 rows, and a partial K step past them */
-        const size_t reach = (size_t)((w->n + 31) & ~31) * w->k + 64;
-        size = reach > size ? reach : size;
+        const size_t reach = ((size_t)((w->n + 31) & ~31) * w->k + 64 + 63) & ~(size_t)63;
+        size = reach > size ? reach : size; /* aligned_alloc: a multiple of the alignment */
     }
     float *inv = NULL;
     tp_status st = TP_OK;
@@ -854,9 +854,9 @@ static void rows_to_bf16_avx512(const float *a, int m, int k, int lda, uint16_t 
     }
 }
 
-/* On the team when there are many rows (the bf16 products oneDNN computes: more than
- * AMX_BF16_MAX_ROWS rows on AMX CPUs, all of 5 rows or more elsewhere): the product
- * waits for all of A, and on one thread the other sat idle through it. */
+/* On the team when there are many rows (the bf16 products oneDNN computes: those of 5
+ * rows or more on CPUs without AMX): the product waits for all of A, and on one thread
+ * the other sat idle through it. */
 static void rows_to_bf16(const dn_ctx *c, const float *a, int m, int k, int lda, uint16_t *out) {
     enum { SLICE = 64 };
     if (c->cvt_bf16) {
@@ -975,7 +975,7 @@ static tp_status dn_matmul_prepared(void *ctx, const tp_matmul_args *a, void *ha
         return TP_ERR_UNSUPPORTED;
     if (a->m == 0) return TP_OK;
     if (h->streamed && a->m <= MV_MAX_ROWS) return matmul_streamed(c, a, h);
-    if (h->streamed && h->dtype == TP_BF16 && c->amx_bf16 && a->m <= AMX_BF16_MAX_ROWS)
+    if (h->streamed && h->dtype == TP_BF16 && c->amx_bf16)
         return matmul_amx(c, a, h);
     if (h->streamed && h->dtype == TP_I8 && c->amx_int8)
         return matmul_amx_int8(c, a, h);

@@ -268,9 +268,8 @@ static void test_prepared(const tp_backend_vtable *vt, void *ctx, const char *na
 
 /* Prepared weights against products of many rows (oneDNN's matmul, or the backend's
  * own AMX kernel where the CPU has one: 16- and 32-row blocks, a row count that fills
- * neither, a tail of columns, int8 rows in more than one chunk and bf16 rows past the
- * kernel's reach), within the compute type's tolerance of the double
- * reference, every activation, C at a stride wider than n. */
+ * neither, a tail of columns, rows in more than one chunk), within the compute type's
+ * tolerance of the double reference, every activation, C at a stride wider than n. */
 static void test_prepared_rows(const tp_backend_vtable *vt, void *ctx, const char *name) {
     static const struct { int m, n, k; } shapes[] = {{37, 100, 130}, {130, 257, 768}, {16, 64, 64}, {600, 40, 3072}};
     static const tp_dtype types[] = {TP_BF16, TP_I8, TP_F32};
